@@ -1,0 +1,85 @@
+"""Where the work runs: a given client, a scheduler address, a notebook's client,
+or an embedded ``LocalCluster`` bound to 127.0.0.1 (dashboard included)."""
+from __future__ import annotations
+
+import logging
+import os
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+__all__ = ["Session", "dask_session", "default_workers"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Session:
+    client: object
+    dashboard_link: str | None
+    owned: bool
+    workers: int
+
+
+def default_workers() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def _nworkers(client) -> int:
+    try:
+        return len(client.scheduler_info(n_workers=-1)["workers"])
+    except TypeError:
+        return len(client.scheduler_info()["workers"])
+
+
+@contextmanager
+def dask_session(*, client=None, scheduler: str | None = None, workers: int | None = None,
+                 memory_limit="auto", timeout: float = 10, security=None):
+    """Yield a :class:`Session`; close what it started, never what it was given.
+
+    Order: ``client`` if given; else connect to ``scheduler``; else the current
+    default client (e.g. one made in a notebook); else start a LocalCluster of
+    ``workers`` processes with one thread each (conversion holds the GIL).
+    """
+    from distributed import Client, LocalCluster
+
+    if client is not None:
+        yield Session(client, client.dashboard_link, False, _nworkers(client))
+        return
+    if scheduler is not None:
+        if workers is not None:
+            raise ValueError("give either a scheduler address or a number of workers, not both")
+        try:
+            c = Client(scheduler, timeout=timeout, security=security)
+        except (OSError, TimeoutError) as exc:
+            raise ConnectionError(f"cannot reach the Dask scheduler at {scheduler} "
+                                  f"within {timeout:g}s: {exc}") from None
+        try:
+            yield Session(c, c.dashboard_link, True, _nworkers(c))
+        finally:
+            c.close()
+        return
+    try:
+        from distributed import default_client
+        current = default_client()
+    except ValueError:
+        current = None
+    if current is not None and workers is None:
+        yield Session(current, current.dashboard_link, False, _nworkers(current))
+        return
+    n = workers or default_workers()
+    cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
+                           host="127.0.0.1", dashboard_address="127.0.0.1:0",
+                           memory_limit=memory_limit)
+    try:
+        c = Client(cluster)
+        port = cluster.scheduler.http_server.port if cluster.scheduler.http_server else None
+        link = f"http://127.0.0.1:{port}/status" if port else None
+        try:
+            yield Session(c, link, True, n)
+        finally:
+            c.close()
+    finally:
+        cluster.close()

@@ -1,0 +1,107 @@
+"""Convert: sources -> a Dask bag of records, one task per planned partition.
+
+>>> import dask_prep as dp, pathlib, tempfile
+>>> d = pathlib.Path(tempfile.mkdtemp())
+>>> _ = (d / "a.txt").write_text("One sentence. Another one!")
+>>> bag = dp.to_bag(dp.discover(d), converter="sentences")
+>>> bag.compute(scheduler="sync")
+[{'text': 'One sentence.', 'words': ['One', 'sentence']}, {'text': 'Another one!', 'words': ['Another', 'one']}]
+>>> bag.map(lambda r: len(r["words"])).compute(scheduler="sync")
+[2, 2]
+"""
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable, Iterator
+
+import dask.bag as db
+from dask.base import tokenize
+from dask.highlevelgraph import HighLevelGraph
+
+from . import _tracking
+from .converters import Converter, resolve_converter
+from .errors import ConversionError
+from .plan import Piece, plan_partitions
+from .sources import Sources, discover
+
+__all__ = ["to_bag", "convert_partition", "CONVERT_PREFIX"]
+
+logger = logging.getLogger(__name__)
+
+#: Name prefix of the bag layer ``to_bag`` builds; the shard writer looks for it.
+CONVERT_PREFIX = "dask-prep-convert-"
+
+ON_ERROR = ("skip", "raise")
+
+
+def to_bag(sources: Sources | str | os.PathLike | Iterable, converter="text", *,
+           on_error: str = "skip", partition_size: int | None = None,
+           encoding_errors: str = "strict") -> db.Bag:
+    """A :class:`dask.bag.Bag` of the records ``converter`` makes from ``sources``.
+
+    Parameters
+    ----------
+    sources
+        What :func:`dask_prep.discover` returned, or inputs to give it.
+    converter
+        A built-in name, ``"module:func"``, ``"file.py:func"`` or a callable
+        ``fn(path) -> iterable of records``.
+    on_error
+        ``"skip"``: a source that fails is left out whole and reported (logged,
+        and listed in ``errors.jsonl`` by :func:`dask_prep.write_shards`).
+        ``"raise"``: the first failure stops the computation with
+        :class:`~dask_prep.errors.ConversionError` naming the file.
+    partition_size
+        Bytes of input a partition (one task) should hold; automatic by default.
+    encoding_errors
+        ``"strict"`` or ``"replace"``, for invalid UTF-8 in built-in converters.
+    """
+    if on_error not in ON_ERROR:
+        raise ValueError(f"on_error must be one of {ON_ERROR}, not {on_error!r}")
+    conv = resolve_converter(converter, encoding_errors=encoding_errors)
+    if not isinstance(sources, Sources):
+        sources = discover(sources)
+    parts = plan_partitions(sources, partition_size=partition_size, splittable=conv.splittable)
+    name = CONVERT_PREFIX + tokenize(parts, conv, on_error)
+    dsk = {(name, i): (convert_partition, list(pieces), conv, on_error, name, i)
+           for i, pieces in enumerate(parts)}
+    return db.Bag(HighLevelGraph.from_collections(name, dsk, dependencies=[]), name, len(parts))
+
+
+def convert_partition(pieces: list[Piece], conv: Converter, on_error: str,
+                      name: str, index: int) -> Iterator:
+    """Yield the records of every piece that converts; report the ones that fail.
+
+    A piece's records are yielded only after its conversion finished without
+    error, so a file contributes all its records or none.
+    """
+    tag = (name, index)
+    _tracking.start_partition(tag)
+    try:
+        for piece in pieces:
+            records = _convert_one(piece, conv, on_error, tag)
+            if records:
+                _tracking.set_source(piece.path)
+                yield from records
+                _tracking.set_source(None)
+    finally:
+        _tracking.set_source(None)
+
+
+def _convert_one(piece: Piece, conv: Converter, on_error: str, tag: tuple) -> list:
+    with _tracking.source_context(piece.path, on_error) as ctx:
+        try:
+            records = list(conv(piece.path, piece.start, piece.end))
+        except ConversionError:
+            raise
+        except Exception as exc:
+            if on_error == "raise":
+                raise ConversionError(f"{piece.path}: {type(exc).__name__}: {exc}") from exc
+            ctx.errors.append(_tracking.SourceError.from_exception(piece.path, exc))
+            records = []
+    if ctx.errors:
+        for err in ctx.errors:
+            logger.info("skipped %s: %s: %s", err.path, err.error, err.message)
+        _tracking.add_errors(tag, ctx.errors)
+    return records

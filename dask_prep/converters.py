@@ -1,0 +1,226 @@
+"""Converters: ``fn(path) -> iterable of records``, built-in or the user's own.
+
+Built-ins, by name:
+
+``text``       one record per document: ``{"path", "text"}``
+``lines``      one record per non-blank line: ``{"text"}``
+``jsonl``      one record per JSON line (a malformed line is reported, the rest kept)
+``csv``        one record per row, keyed by the header: ``{column: str}``
+``sentences``  one record per sentence: ``{"text", "words"}``; Unicode-aware,
+               sentence ends include 。！？ and each CJK character is a word
+
+A user converter is any callable taking a path, or ``"module:func"`` or
+``"path/to/file.py:func"``. Functions from files that workers cannot import are
+shipped by value, so a converter in a script or notebook needs no installing.
+
+>>> import dask_prep as dp
+>>> dp.split_sentences("Hello there. 你好世界。Bye!")
+['Hello there.', '你好世界。', 'Bye!']
+>>> dp.words("It's 3 o'clock 你好")
+['It', 's', '3', 'o', 'clock', '你', '好']
+"""
+from __future__ import annotations
+
+import csv as _csv
+import importlib
+import importlib.util
+import io
+import json
+import os
+import re
+import site
+import sys
+import sysconfig
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+
+import cloudpickle
+
+from ._tracking import report_bad_item
+from .errors import ConverterNotFoundError
+from .readers import iter_lines, read_text
+
+__all__ = ["Converter", "register_converter", "resolve_converter", "converter_names",
+           "split_sentences", "words"]
+
+_CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002fa1f"
+_WORD = re.compile(rf"[{_CJK}]|[^\W{_CJK}]+")
+_SENTENCE_END = re.compile(r"(?<=[.!?…])\s+|(?<=[。！？])\s*|\n\s*\n")
+
+
+def split_sentences(text: str) -> list[str]:
+    """Split text into sentences at . ! ? … followed by space, at 。！？, and at blank lines."""
+    return [s for s in (p.strip() for p in _SENTENCE_END.split(text)) if s]
+
+
+def words(sentence: str) -> list[str]:
+    """Word tokens: runs of letters/digits; each CJK character is a token of its own."""
+    return _WORD.findall(sentence)
+
+
+# -- built-in converters ------------------------------------------------------
+
+
+def text(path: str, *, errors: str = "strict") -> list[dict]:
+    return [{"path": path, "text": read_text(path, errors)}]
+
+
+def lines(path: str, *, errors: str = "strict", start=None, end=None) -> Iterator[dict]:
+    for _, line in iter_lines(path, start, end, errors):
+        if line.strip():
+            yield {"text": line}
+
+
+def jsonl(path: str, *, errors: str = "strict", start=None, end=None) -> Iterator:
+    for lineno, line in iter_lines(path, start, end, errors):
+        if not line.strip():
+            continue
+        try:
+            yield json.loads(line)
+        except ValueError as exc:
+            report_bad_item(f"malformed JSON: {exc}", line=lineno, error="JSONDecodeError")
+
+
+def csv(path: str, *, errors: str = "strict") -> Iterator[dict]:
+    yield from _csv.DictReader(io.StringIO(read_text(path, errors), newline=""))
+
+
+def sentences(path: str, *, errors: str = "strict") -> Iterator[dict]:
+    for sentence in split_sentences(read_text(path, errors)):
+        toks = _WORD.findall(sentence)
+        if toks:
+            yield {"text": sentence, "words": toks}
+
+
+# -- registry -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Converter:
+    """A resolved converter: what the pipeline calls for each source.
+
+    ``splittable`` converters read line by line and accept ``start``/``end`` byte
+    offsets, so one large uncompressed file can be converted in parallel pieces.
+    """
+
+    name: str
+    fn: Callable
+    splittable: bool = False
+    options: tuple = ()
+
+    def __call__(self, path: str, start: int | None = None, end: int | None = None) -> Iterable:
+        kwargs = dict(self.options)
+        if start is not None or end is not None:
+            kwargs.update(start=start, end=end)
+        return self.fn(path, **kwargs)
+
+
+_REGISTRY: dict[str, tuple[Callable, bool]] = {
+    "text": (text, False),
+    "lines": (lines, True),
+    "jsonl": (jsonl, True),
+    "csv": (csv, False),
+    "sentences": (sentences, False),
+}
+_BUILTIN = frozenset(_REGISTRY)
+
+
+def converter_names() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def register_converter(name: str, fn: Callable, *, splittable: bool = False,
+                       overwrite: bool = False) -> None:
+    """Make ``fn`` available by ``name`` (e.g. for ``--converter name``).
+
+    ``splittable=True`` promises ``fn(path, start=, end=)`` reads only lines
+    starting in that byte range. A taken name is refused unless ``overwrite``.
+    """
+    if name in _REGISTRY and not overwrite:
+        raise ValueError(f"converter {name!r} is already registered; pass overwrite=True to replace it")
+    _REGISTRY[name] = (fn, splittable)
+
+
+def resolve_converter(spec, *, encoding_errors: str = "strict") -> Converter:
+    """Turn a name, ``module:func``, ``file.py:func`` or callable into a :class:`Converter`."""
+    if encoding_errors not in ("strict", "replace"):
+        raise ValueError(f"encoding_errors must be 'strict' or 'replace', not {encoding_errors!r}")
+    if isinstance(spec, Converter):
+        return spec
+    if isinstance(spec, str) and spec in _REGISTRY:
+        fn, splittable = _REGISTRY[spec]
+        options = (("errors", encoding_errors),) if spec in _BUILTIN else ()
+        return Converter(spec, _shippable(fn), splittable, options)
+    if isinstance(spec, str) and ":" in spec:
+        return Converter(spec, _shippable(_load(spec)))
+    if callable(spec):
+        name = f"{getattr(spec, '__module__', '?')}:{getattr(spec, '__qualname__', repr(spec))}"
+        return Converter(name, _shippable(spec))
+    raise ConverterNotFoundError(
+        f"unknown converter {spec!r}; use one of {', '.join(converter_names())}, "
+        "'module:func', 'path/to/file.py:func' or a Python callable")
+
+
+def _load(spec: str) -> Callable:
+    target, _, func = spec.rpartition(":")
+    if target.endswith(".py") or os.sep in target or "/" in target:
+        if not os.path.isfile(target):
+            raise ConverterNotFoundError(f"converter file {target!r} does not exist (from {spec!r})")
+        modname = "dask_prep_user_" + re.sub(r"\W", "_", os.path.abspath(target))
+        module_spec = importlib.util.spec_from_file_location(modname, target)
+        module = importlib.util.module_from_spec(module_spec)
+        sys.modules[modname] = module
+        module_spec.loader.exec_module(module)
+    else:
+        try:
+            module = importlib.import_module(target)
+        except ImportError as exc:
+            raise ConverterNotFoundError(f"cannot import module {target!r} for converter {spec!r}: {exc}") from exc
+    fn = getattr(module, func, None)
+    if not callable(fn):
+        raise ConverterNotFoundError(f"{target!r} has no function {func!r} (from converter {spec!r})")
+    return fn
+
+
+def _installed_roots() -> tuple[str, ...]:
+    roots = set(site.getsitepackages() + [site.getusersitepackages()])
+    roots.update(sysconfig.get_paths()[k] for k in ("stdlib", "platstdlib", "purelib", "platlib"))
+    return tuple(os.path.abspath(r) + os.sep for r in roots if r)
+
+
+def _shippable(fn: Callable) -> Callable:
+    """``fn`` itself if workers can import it, else a wrapper carrying it by value."""
+    modname = getattr(fn, "__module__", None) or ""
+    module = sys.modules.get(modname)
+    if modname == "__main__" or modname.split(".")[0] == "dask_prep":
+        return fn
+    path = os.path.abspath(getattr(module, "__file__", "") or "")
+    if module is None or not path or path.startswith(_installed_roots()):
+        return fn
+    cloudpickle.register_pickle_by_value(module)
+    return ByValue(cloudpickle.dumps(fn), f"{modname}:{getattr(fn, '__qualname__', '')}")
+
+
+class ByValue:
+    """A function carried as cloudpickle bytes, loaded once per worker process."""
+
+    def __init__(self, payload: bytes, name: str):
+        self.payload, self.name = payload, name
+        self._fn = None
+
+    def __getstate__(self):
+        return {"payload": self.payload, "name": self.name}
+
+    def __setstate__(self, state):
+        self.__init__(state["payload"], state["name"])
+
+    def __dask_tokenize__(self):
+        return ("dask-prep-by-value", self.payload)
+
+    def __call__(self, *args, **kwargs):
+        if self._fn is None:
+            self._fn = cloudpickle.loads(self.payload)
+        return self._fn(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"ByValue({self.name})"

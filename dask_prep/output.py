@@ -1,0 +1,142 @@
+"""The output directory: atomic writes, the manifest, and what dask-prep owns.
+
+Layout (version 1)::
+
+    OUT/shard-00000.parquet ...   exact shards (or .pkl)
+    OUT/errors.jsonl              one JSON object per failed source or bad item
+    OUT/manifest.json             written last: the only proof the dataset is complete
+    OUT/.dask-prep/               work area of a run in progress (removed on success)
+
+Every file is written under a temporary name in its final folder and renamed,
+so a reader never sees half a file. On object stores, where a single PUT is
+already atomic, files are written in place; ``manifest.json`` is still last.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import uuid
+
+from fsspec.core import url_to_fs
+from fsspec.implementations.local import LocalFileSystem
+
+from .errors import ManifestError, OutputExistsError
+
+__all__ = ["OutputDir", "MANIFEST", "ERRORS", "WORK", "SHARD_RE", "read_manifest"]
+
+MANIFEST = "manifest.json"
+ERRORS = "errors.jsonl"
+WORK = ".dask-prep"
+SHARD_RE = re.compile(r"^shard-\d{5,}\.(parquet|pkl)$")
+_TMP = ".tmp-"
+
+
+class OutputDir:
+    """A folder on any fsspec filesystem, addressed by names relative to it."""
+
+    def __init__(self, url: str | os.PathLike, storage_options: dict | None = None):
+        self.url = os.fspath(url)
+        self.storage_options = dict(storage_options or {})
+        self.fs, self.root = url_to_fs(self.url, **self.storage_options)
+        self.local = isinstance(self.fs, LocalFileSystem)
+        if self.local:
+            self.root = os.path.abspath(self.root)
+
+    def __reduce__(self):
+        return OutputDir, (self.url, self.storage_options)
+
+    def path(self, name: str) -> str:
+        return f"{self.root.rstrip('/')}/{name}" if name else self.root
+
+    def makedirs(self, name: str = "") -> None:
+        self.fs.makedirs(self.path(name), exist_ok=True)
+
+    def write_atomic(self, name: str, data: bytes) -> None:
+        final = self.path(name)
+        if not self.local:
+            self.fs.pipe_file(final, data)
+            return
+        tmp = f"{final}{_TMP}{uuid.uuid4().hex}"
+        try:
+            with open(tmp, "wb") as f:
+                f.write(data)
+            os.replace(tmp, final)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+            raise
+
+    def read_bytes(self, name: str) -> bytes:
+        return self.fs.cat_file(self.path(name))
+
+    def exists(self, name: str) -> bool:
+        return self.fs.exists(self.path(name))
+
+    def size(self, name: str) -> int:
+        return self.fs.size(self.path(name))
+
+    def replace(self, src: str, dst: str) -> None:
+        if self.local:
+            os.replace(self.path(src), self.path(dst))
+        else:
+            self.fs.mv(self.path(src), self.path(dst))
+
+    def remove(self, name: str) -> None:
+        path = self.path(name)
+        if self.fs.exists(path):
+            self.fs.rm(path, recursive=self.fs.isdir(path))
+
+    def listdir(self, name: str = "") -> list[str]:
+        """Names directly inside folder ``name`` (empty if it does not exist)."""
+        path = self.path(name)
+        if not self.fs.isdir(path):
+            return []
+        prefix = path.rstrip("/") + "/"
+        return sorted(p[len(prefix):] if p.startswith(prefix) else p.rsplit("/", 1)[-1]
+                      for p in self.fs.ls(path, detail=False))
+
+    def foreign_files(self) -> list[str]:
+        """Entries that dask-prep would not have written."""
+        ours = {MANIFEST, ERRORS, WORK}
+        return [n for n in self.listdir() if n not in ours and not SHARD_RE.match(n)
+                and _TMP not in n]
+
+    def write_json(self, name: str, obj) -> None:
+        self.write_atomic(name, (json.dumps(obj, indent=1, sort_keys=False) + "\n").encode())
+
+
+def read_manifest(out: OutputDir) -> dict:
+    """The manifest of a complete dataset, or :class:`ManifestError` saying why not."""
+    if not out.exists(MANIFEST):
+        if out.exists(WORK):
+            raise ManifestError(f"{out.url} holds an unfinished run (no {MANIFEST} yet); "
+                                "run the same command again to resume it")
+        raise ManifestError(f"{out.url} is not a dask-prep dataset: no {MANIFEST}")
+    try:
+        manifest = json.loads(out.read_bytes(MANIFEST))
+    except ValueError as exc:
+        raise ManifestError(f"{out.path(MANIFEST)} is corrupt: {exc}") from None
+    missing = [k for k in ("version", "format", "shard_size", "total_records", "shards")
+               if not isinstance(manifest, dict) or k not in manifest]
+    if missing:
+        raise ManifestError(f"{out.path(MANIFEST)} lacks {', '.join(missing)}")
+    if manifest["version"] != 1:
+        raise ManifestError(f"{out.path(MANIFEST)} has version {manifest['version']}; "
+                            "this dask-prep reads version 1")
+    return manifest
+
+
+def check_writable(out: OutputDir, overwrite: bool) -> None:
+    """Refuse a folder holding files dask-prep did not write, unless ``overwrite``."""
+    if overwrite or not out.fs.exists(out.root):
+        return
+    if not out.fs.isdir(out.root):
+        raise OutputExistsError(f"output {out.url} exists and is not a directory")
+    foreign = out.foreign_files()
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (" ..." if len(foreign) > 3 else "")
+        raise OutputExistsError(
+            f"output directory {out.url} holds {len(foreign)} file(s) dask-prep did not write "
+            f"({shown}); choose an empty or new directory, or pass --overwrite "
+            "(dask-prep never deletes files it did not write)")

@@ -1,0 +1,86 @@
+"""Plan: sorted sources -> partitions balanced by bytes.
+
+Each partition is a contiguous run of the sorted sources, so record order follows
+source order. A partition is weighed as its bytes plus a fixed cost per file, so
+100,000 empty files do not become one task and one huge file does not share a
+task with thousands of small ones. A file larger than a partition is split into
+byte ranges when the converter reads line by line and the file is not compressed.
+
+The plan depends only on the sources and the options, never on the cluster, so
+the same inputs give the same shards on 1 worker or 100.
+
+>>> from dask_prep.sources import Source
+>>> from dask_prep.plan import plan_partitions
+>>> srcs = [Source("a", 10), Source("b", 10), Source("c", 100)]
+>>> [[p.path for p in part] for part in plan_partitions(srcs, partition_size=8300)]
+[['a', 'b'], ['c']]
+>>> [(p.start, p.end) for part in plan_partitions([Source("big", 100)], partition_size=4096 + 40, splittable=True) for p in part]
+[(0, 33), (33, 67), (67, 100)]
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from .sources import Source
+
+__all__ = ["Piece", "plan_partitions", "auto_partition_size", "FILE_COST"]
+
+#: Bytes a file weighs on top of its size: opening a file is not free.
+FILE_COST = 4096
+#: The automatic partition size aims for this many partitions ...
+TARGET_PARTITIONS = 32
+#: ... within these bounds.
+MIN_PARTITION, MAX_PARTITION = 256 * 1024, 64 * 1024 * 1024
+
+
+@dataclass(frozen=True, order=True)
+class Piece:
+    """A source, or a byte range ``[start, end)`` of one, converted as a unit."""
+
+    path: str
+    start: int | None = None
+    end: int | None = None
+
+    @property
+    def whole(self) -> bool:
+        return self.start is None
+
+
+def auto_partition_size(total_weight: int) -> int:
+    return min(MAX_PARTITION, max(MIN_PARTITION, total_weight // TARGET_PARTITIONS))
+
+
+def plan_partitions(sources: Sequence[Source], *, partition_size: int | None = None,
+                    splittable: bool = False) -> list[tuple[Piece, ...]]:
+    """Group sorted ``sources`` into partitions of about ``partition_size`` bytes."""
+    if partition_size is None:
+        partition_size = auto_partition_size(sum(s.size + FILE_COST for s in sources))
+    if partition_size <= FILE_COST:
+        raise ValueError(f"partition_size must be more than {FILE_COST} bytes, not {partition_size}")
+    parts: list[tuple[Piece, ...]] = []
+    current: list[Piece] = []
+    weight = 0
+    for src in sources:
+        cost = src.size + FILE_COST
+        if splittable and src.compression is None and cost > partition_size:
+            if current:
+                parts.append(tuple(current))
+                current, weight = [], 0
+            parts.extend((p,) for p in _split(src, partition_size - FILE_COST))
+            continue
+        if current and weight + cost > partition_size:
+            parts.append(tuple(current))
+            current, weight = [], 0
+        current.append(Piece(src.path))
+        weight += cost
+    if current or not parts:
+        parts.append(tuple(current))
+    return parts
+
+
+def _split(src: Source, chunk: int) -> list[Piece]:
+    n = math.ceil(src.size / chunk)
+    bounds = [round(i * src.size / n) for i in range(n + 1)]
+    return [Piece(src.path, a, b) for a, b in zip(bounds, bounds[1:])]

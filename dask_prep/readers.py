@@ -1,0 +1,84 @@
+"""Open sources: transparent decompression, UTF-8 decoding, byte-range line reading."""
+from __future__ import annotations
+
+import io
+import posixpath
+from collections.abc import Iterator
+
+import fsspec
+
+from .errors import BinaryFileError
+from .sources import COMPRESSIONS
+
+__all__ = ["open_bytes", "read_bytes", "read_text", "iter_lines"]
+
+_SNIFF = 8192
+
+
+def _compression(path: str) -> str | None:
+    return COMPRESSIONS.get(posixpath.splitext(path)[1].lower())
+
+
+def open_bytes(path: str, storage_options: dict | None = None) -> io.IOBase:
+    """Open ``path`` for binary reading, decompressing .gz/.bz2/.xz/.zst."""
+    comp = _compression(path)
+    if comp is None and "://" not in path:
+        return open(path, "rb")
+    return fsspec.open(path, "rb", compression=comp, **(storage_options or {})).open()
+
+
+def read_bytes(path: str) -> bytes:
+    with open_bytes(path) as f:
+        return f.read()
+
+
+def _check_text(data: bytes, path: str) -> None:
+    nul = data.find(b"\x00", 0, _SNIFF)
+    if nul >= 0:
+        raise BinaryFileError(f"binary file: NUL byte at offset {nul}; expected UTF-8 text")
+
+
+def decode(data: bytes, errors: str = "strict") -> str:
+    text = data.decode("utf-8", errors)
+    return text[1:] if text.startswith("\ufeff") else text
+
+
+def read_text(path: str, errors: str = "strict") -> str:
+    """Read a whole document as text.
+
+    ``errors="strict"`` (the default) fails the file on invalid UTF-8 with the
+    byte position; ``"replace"`` keeps it, with U+FFFD for each bad byte. A file
+    with a NUL byte in its first 8 KiB is refused as binary.
+    """
+    data = read_bytes(path)
+    _check_text(data, path)
+    return decode(data, errors)
+
+
+def iter_lines(path: str, start: int | None = None, end: int | None = None,
+               errors: str = "strict") -> Iterator[tuple[int | None, str]]:
+    """Yield ``(line_number, line)`` for lines starting in ``[start, end)``.
+
+    A line belongs to the range its first byte is in, so ranges that tile a file
+    yield every line exactly once. Line numbers (1-based) are known only for a
+    range starting at 0; otherwise ``None``. The newline is stripped.
+    """
+    start = start or 0
+    with open_bytes(path) as f:
+        if start:
+            f.seek(start - 1)
+            pos = start - 1 + len(f.readline())
+            lineno = None
+        else:
+            head = f.read(_SNIFF)
+            _check_text(head, path)
+            f.seek(0)
+            pos, lineno = 0, 0
+        while end is None or pos < end:
+            raw = f.readline()
+            if not raw:
+                break
+            pos += len(raw)
+            if lineno is not None:
+                lineno += 1
+            yield lineno, decode(raw, errors).rstrip("\r\n")

@@ -1,0 +1,121 @@
+"""Run: the whole job (discover, plan, convert, shard, commit) on a Dask cluster."""
+from __future__ import annotations
+
+import html
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from .cluster import dask_session
+from .convert import to_bag
+from .converters import resolve_converter
+from .shard import write_shards
+from .sources import Sources, discover
+
+__all__ = ["run", "RunResult"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class RunResult:
+    """What a run produced; ``summary()`` is the one-screen report the CLI prints."""
+
+    output: str
+    manifest: dict
+    sources: int
+    missing: list = field(default_factory=list)
+    excluded: int = 0
+    elapsed: float = 0.0
+    workers: int = 0
+    dashboard_link: str | None = None
+
+    @property
+    def records(self) -> int:
+        return self.manifest["total_records"]
+
+    @property
+    def shards(self) -> int:
+        return len(self.manifest["shards"])
+
+    @property
+    def errors(self) -> int:
+        return self.manifest["errors"]
+
+    @property
+    def records_per_second(self) -> float:
+        return self.records / self.elapsed if self.elapsed else 0.0
+
+    def rows(self) -> list[tuple[str, str]]:
+        m = self.manifest
+        rows = [
+            ("output", self.output),
+            ("sources", f"{self.sources:,} files ({m.get('sources', {}).get('bytes', 0):,} bytes)"),
+            ("records", f"{self.records:,}"),
+            ("shards", f"{self.shards:,} x {m['shard_size']:,} records ({m['format']})"),
+            ("errors", f"{self.errors:,}" + (" (see errors.jsonl)" if self.errors else "")),
+            ("elapsed", f"{self.elapsed:.1f} s on {self.workers} worker(s)"),
+            ("throughput", f"{self.records_per_second:,.0f} records/s"),
+        ]
+        if self.missing:
+            shown = ", ".join(self.missing[:3]) + (" ..." if len(self.missing) > 3 else "")
+            rows.insert(2, ("missing", f"{len(self.missing)} input(s) not found: {shown}"))
+        if self.excluded:
+            rows.insert(2, ("excluded", f"{self.excluded:,} files"))
+        if m.get("run", {}).get("resumed_partitions"):
+            rows.append(("resumed", f"{m['run']['resumed_partitions']} partition(s) were already done"))
+        return rows
+
+    def summary(self) -> str:
+        width = max(len(k) for k, _ in self.rows())
+        return "\n".join(f"{k:>{width}}  {v}" for k, v in self.rows())
+
+    def _repr_html_(self) -> str:
+        body = "".join(f"<tr><th style='text-align:right'>{html.escape(k)}</th>"
+                       f"<td style='text-align:left'>{html.escape(v)}</td></tr>" for k, v in self.rows())
+        return f"<table>{body}</table>"
+
+    def __repr__(self) -> str:
+        return (f"RunResult({self.records:,} records in {self.shards} shards, "
+                f"{self.errors} errors, {self.elapsed:.1f}s)")
+
+
+def run(inputs, output, *, converter="text", format: str = "parquet", shard_size: int = 10_000,
+        schema=None, exclude=None, suffixes=None, on_error: str = "skip",
+        encoding_errors: str = "strict", partition_size: int | None = None,
+        scheduler: str | None = None, workers: int | None = None, client=None,
+        overwrite: bool = False, storage_options: dict | None = None,
+        on_start: Callable | None = None, on_partition: Callable | None = None) -> RunResult:
+    """Discover ``inputs``, convert every file on Dask, and write exact shards to ``output``.
+
+    Runs on ``client`` if given, else on the cluster at ``scheduler``, else on the
+    notebook's current client, else on a LocalCluster of ``workers`` processes
+    started (on 127.0.0.1) for this run and closed after it. Other options are
+    those of :func:`discover`, :func:`to_bag` and :func:`write_shards`.
+    ``on_start(session, sources, npartitions)`` and ``on_partition(result, done,
+    total)`` are progress hooks.
+
+    Running the same call again resumes an interrupted run, or returns at once
+    when the dataset is already complete.
+    """
+    t0 = time.perf_counter()
+    conv = resolve_converter(converter, encoding_errors=encoding_errors)
+    sources = inputs if isinstance(inputs, Sources) else discover(
+        inputs, suffixes=suffixes, exclude=exclude, storage_options=storage_options)
+    if sources.missing:
+        logger.warning("%d input(s) not found: %s", len(sources.missing), ", ".join(sources.missing[:5]))
+    bag = to_bag(sources, conv, on_error=on_error, partition_size=partition_size)
+    metadata = {"sources": sources.summary(), "converter": conv.name,
+                "options": {"on_error": on_error, "encoding_errors": encoding_errors}}
+    with dask_session(client=client, scheduler=scheduler, workers=workers) as session:
+        if on_start:
+            on_start(session, sources, bag.npartitions)
+        manifest = write_shards(bag, output, shard_size=shard_size, format=format, schema=schema,
+                                on_error=on_error, overwrite=overwrite,
+                                storage_options=storage_options, metadata=metadata,
+                                on_partition=on_partition)
+    return RunResult(os.fspath(output), manifest, len(sources), list(sources.missing),
+                     sources.excluded, time.perf_counter() - t0, session.workers,
+                     session.dashboard_link)

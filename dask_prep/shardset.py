@@ -1,0 +1,187 @@
+"""Open and verify a shard directory.
+
+>>> import dask.bag as db, dask_prep as dp, tempfile
+>>> out = tempfile.mkdtemp()
+>>> _ = dp.write_shards(db.from_sequence([{"x": i} for i in range(5)]), out, shard_size=2, overwrite=True)
+>>> ds = dp.open(out)
+>>> len(ds), ds.format, [r["x"] for r in ds]
+(5, 'parquet', [0, 1, 2, 3, 4])
+>>> dp.verify(out).ok
+True
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import dask.bag as db
+import pyarrow as pa
+import pyarrow.parquet as pq
+from dask import delayed
+
+from .errors import ManifestError, PickleNotAllowedError
+from .formats import get_format
+from .output import ERRORS, SHARD_RE, OutputDir, read_manifest
+
+__all__ = ["ShardSet", "open", "verify", "VerifyReport"]
+
+_PICKLE_WARNING = ("unpickling runs arbitrary code: load pickle shards only from a source "
+                   "you trust, with allow_pickle=True")
+
+
+class ShardSet:
+    """A complete dataset written by dask-prep: its manifest and its shards."""
+
+    def __init__(self, output, *, allow_pickle: bool = False, storage_options: dict | None = None):
+        self.out = OutputDir(output, storage_options)
+        self.manifest = read_manifest(self.out)
+        if self.format == "pickle" and not allow_pickle:
+            raise PickleNotAllowedError(f"{self.out.url} holds pickle shards; {_PICKLE_WARNING}")
+
+    @property
+    def format(self) -> str:
+        return self.manifest["format"]
+
+    @property
+    def shards(self) -> list[dict]:
+        return self.manifest["shards"]
+
+    @property
+    def files(self) -> list[str]:
+        """Full paths (or URLs) of the shards, in order."""
+        return [self.out.path(s["file"]) for s in self.shards]
+
+    def __len__(self) -> int:
+        return self.manifest["total_records"]
+
+    def __repr__(self) -> str:
+        return (f"ShardSet({self.out.url!r}, {len(self):,} records in {len(self.shards)} "
+                f"{self.format} shards of {self.manifest['shard_size']:,})")
+
+    @property
+    def schema(self) -> pa.Schema | None:
+        if self.format != "parquet" or not self.shards:
+            return None
+        with self.out.fs.open(self.files[0], "rb") as f:
+            return pq.read_schema(f)
+
+    def read_shard(self, i: int) -> list:
+        """The records of shard ``i``."""
+        return _load(self.out, self.shards[i]["file"], self.format)
+
+    def __iter__(self) -> Iterator:
+        for i in range(len(self.shards)):
+            yield from self.read_shard(i)
+
+    def errors(self) -> list[dict]:
+        """The failed sources and bad items listed in ``errors.jsonl``."""
+        if not self.out.exists(ERRORS):
+            return []
+        return [json.loads(line) for line in self.out.read_bytes(ERRORS).decode().splitlines() if line]
+
+    def to_bag(self) -> db.Bag:
+        """A Dask bag with one partition per shard."""
+        if not self.shards:
+            return db.from_sequence([], npartitions=1)
+        return db.from_delayed([delayed(_load)(self.out, s["file"], self.format) for s in self.shards])
+
+    def to_dataframe(self):
+        """A Dask DataFrame with one partition per shard (Parquet datasets)."""
+        import dask.dataframe as dd
+        if self.format != "parquet":
+            return self.to_bag().to_dataframe()
+        return dd.read_parquet(self.files, storage_options=self.out.storage_options or None,
+                               split_row_groups=False, aggregate_files=False)
+
+    def to_table(self) -> pa.Table:
+        """All records as one :class:`pyarrow.Table` (Parquet; loads everything)."""
+        tables = [pq.read_table(pa.BufferReader(self.out.read_bytes(s["file"]))) for s in self.shards]
+        return pa.concat_tables(tables) if tables else pa.table({})
+
+
+def _load(out: OutputDir, name: str, fmt: str) -> list:
+    return get_format(fmt).records(out.read_bytes(name))
+
+
+def open(output, *, allow_pickle: bool = False, storage_options: dict | None = None) -> ShardSet:  # noqa: A001
+    """Open a dataset written by dask-prep (see :class:`ShardSet`).
+
+    Pickle datasets need ``allow_pickle=True``: unpickling runs code.
+    """
+    return ShardSet(output, allow_pickle=allow_pickle, storage_options=storage_options)
+
+
+@dataclass
+class VerifyReport:
+    """What :func:`verify` found. ``ok`` only if every shard matches the manifest."""
+
+    output: str
+    checked: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def __str__(self) -> str:
+        if self.ok:
+            return f"OK: {self.checked} shards in {self.output} match the manifest"
+        return "\n".join([f"FAILED: {len(self.problems)} problem(s) in {self.output}"]
+                         + [f"  {p}" for p in self.problems])
+
+
+def _sha256(out: OutputDir, name: str) -> str:
+    h = hashlib.sha256()
+    with out.fs.open(out.path(name), "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def verify(output, *, storage_options: dict | None = None) -> VerifyReport:
+    """Re-check every shard's existence, size, sha256 and record count against the manifest."""
+    out = OutputDir(output, storage_options)
+    report = VerifyReport(out.url)
+    try:
+        manifest = read_manifest(out)
+    except ManifestError as exc:
+        report.problems.append(str(exc))
+        return report
+    shards, size = manifest["shards"], manifest["shard_size"]
+    listed = {s["file"] for s in shards}
+    for i, s in enumerate(shards):
+        report.checked += 1
+        report.problems.extend(_check_shard(out, manifest["format"], s))
+        if i < len(shards) - 1 and s["records"] != size:
+            report.problems.append(f"{s['file']}: manifest says {s['records']} records; "
+                                   f"every shard but the last must hold {size}")
+    total = sum(s["records"] for s in shards)
+    if total != manifest["total_records"]:
+        report.problems.append(f"manifest total_records {manifest['total_records']} != "
+                               f"sum of shard records {total}")
+    for name in out.listdir():
+        if SHARD_RE.match(name) and name not in listed:
+            report.problems.append(f"{name}: shard-like file not listed in the manifest")
+    return report
+
+
+def _check_shard(out: OutputDir, fmt: str, s: dict) -> list[str]:
+    name = s["file"]
+    if not out.exists(name):
+        return [f"{name}: missing"]
+    size = out.size(name)
+    if size != s["bytes"]:
+        return [f"{name}: {size} bytes, manifest says {s['bytes']} (truncated or replaced)"]
+    if _sha256(out, name) != s["sha256"]:
+        return [f"{name}: sha256 differs from the manifest (content changed)"]
+    if fmt == "parquet":
+        try:
+            with out.fs.open(out.path(name), "rb") as f:
+                rows = pq.ParquetFile(f).metadata.num_rows
+        except (pa.ArrowException, OSError) as exc:
+            return [f"{name}: unreadable Parquet: {exc}"]
+        if rows != s["records"]:
+            return [f"{name}: {rows} records, manifest says {s['records']}"]
+    return []

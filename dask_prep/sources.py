@@ -1,0 +1,228 @@
+"""Discover: inputs (files, directories, globs, ``@lists``, URLs) -> sorted sources.
+
+>>> import dask_prep as dp, pathlib, tempfile
+>>> d = pathlib.Path(tempfile.mkdtemp())
+>>> _ = (d / "b.txt").write_text("two"); _ = (d / "a.txt").write_text("one")
+>>> sources = dp.discover([str(d), str(d / "nope.txt")], suffixes=".txt")
+>>> [pathlib.Path(s.path).name for s in sources], sources.missing == (str(d / "nope.txt"),)
+(['a.txt', 'b.txt'], True)
+"""
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import os
+import posixpath
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import fsspec
+from fsspec.core import url_to_fs
+from fsspec.implementations.local import LocalFileSystem
+
+__all__ = ["Source", "Sources", "discover", "COMPRESSIONS"]
+
+#: Compressed suffixes read transparently, and the codec fsspec uses for each.
+COMPRESSIONS = {".gz": "gzip", ".bz2": "bz2", ".xz": "lzma", ".zst": "zstd"}
+
+
+@dataclass(frozen=True, order=True)
+class Source:
+    """One input document: its path (a local path or an fsspec URL) and its size."""
+
+    path: str
+    size: int
+
+    @property
+    def compression(self) -> str | None:
+        return COMPRESSIONS.get(posixpath.splitext(self.path)[1].lower())
+
+
+@dataclass(frozen=True)
+class Sources(Sequence):
+    """The sorted, de-duplicated sources of a run, and what was left out.
+
+    ``missing`` lists explicit inputs that do not exist (or globs that matched
+    nothing); ``excluded`` counts files dropped by the exclude list.
+    """
+
+    items: tuple[Source, ...]
+    missing: tuple[str, ...] = ()
+    excluded: int = 0
+    storage_options: dict = field(default_factory=dict, compare=False)
+
+    def __getitem__(self, i):
+        return self.items[i]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(s.size for s in self.items)
+
+    def digest(self) -> str:
+        """A sha256 over every (path, size): changes when the inputs change."""
+        h = hashlib.sha256()
+        for s in self.items:
+            h.update(f"{s.path}\0{s.size}\n".encode())
+        return h.hexdigest()
+
+    def summary(self) -> dict:
+        return {
+            "count": len(self.items),
+            "bytes": self.total_bytes,
+            "digest": self.digest(),
+            "missing": list(self.missing),
+            "excluded": self.excluded,
+        }
+
+    def __repr__(self) -> str:
+        return (f"Sources({len(self)} files, {self.total_bytes:,} bytes, "
+                f"{len(self.missing)} missing, {self.excluded} excluded)")
+
+
+def discover(
+    inputs: str | os.PathLike | Iterable[str | os.PathLike],
+    *,
+    suffixes: str | Iterable[str] | None = None,
+    exclude: str | os.PathLike | Iterable[str] | None = None,
+    storage_options: dict | None = None,
+) -> Sources:
+    """Find every document named by ``inputs``, sorted by path.
+
+    Parameters
+    ----------
+    inputs
+        Files, directories (walked recursively, hidden entries skipped), globs
+        (``**`` included), ``@list.txt`` files (one input a line, relative to the
+        list's folder) and fsspec URLs such as ``s3://bucket/prefix/``.
+    suffixes
+        Keep only files ending in one of these (``.txt`` also keeps ``.txt.gz``).
+        Applies to what directories and globs expand to, not to files named
+        explicitly.
+    exclude
+        A file of paths, basenames or globs, one a line, or a list of them.
+    storage_options
+        Passed to fsspec for remote URLs.
+    """
+    storage_options = dict(storage_options or {})
+    suffixes = _as_suffixes(suffixes)
+    patterns = _exclude_patterns(exclude)
+    found: dict[str, Source] = {}
+    missing: list[str] = []
+    for inp in _as_list(inputs):
+        for source in _expand(inp, suffixes, storage_options, missing):
+            found.setdefault(source.path, source)
+    kept = [s for s in found.values() if not _excluded(s.path, patterns)]
+    return Sources(tuple(sorted(kept)), tuple(missing), len(found) - len(kept), storage_options)
+
+
+def _as_list(inputs) -> list[str]:
+    if isinstance(inputs, (str, os.PathLike)):
+        return [os.fspath(inputs)]
+    return [os.fspath(i) for i in inputs]
+
+
+def _as_suffixes(suffixes) -> tuple[str, ...]:
+    if suffixes is None:
+        return ()
+    if isinstance(suffixes, str):
+        suffixes = [suffixes]
+    return tuple(s if s.startswith(".") else "." + s for s in suffixes)
+
+
+def _exclude_patterns(exclude) -> list[str]:
+    if exclude is None:
+        return []
+    if isinstance(exclude, (str, os.PathLike)):
+        path = os.fspath(exclude)
+        try:
+            with fsspec.open(path, "rt", encoding="utf-8") as f:
+                lines = f.read().splitlines()
+        except FileNotFoundError:
+            raise FileNotFoundError(f"exclude list {path!r} does not exist; pass a file "
+                                    "of paths or globs, one a line, or a list of patterns") from None
+    else:
+        lines = list(exclude)
+    patterns = []
+    for line in lines:
+        line = line.strip()
+        if line and not line.startswith("#"):
+            patterns.append(line)
+            if not _has_magic(line) and not _is_url(line):
+                patterns.append(os.path.abspath(line))
+    return patterns
+
+
+def _excluded(path: str, patterns: list[str]) -> bool:
+    base = posixpath.basename(path)
+    for p in patterns:
+        if path == p or base == p or path.startswith(p.rstrip("/") + "/"):
+            return True
+        if _has_magic(p) and (fnmatch.fnmatchcase(path, p) or fnmatch.fnmatchcase(base, p)):
+            return True
+    return False
+
+
+def _has_magic(s: str) -> bool:
+    return any(c in s for c in "*?[")
+
+
+def _is_url(s: str) -> bool:
+    return "://" in s
+
+
+def _keep(path: str, suffixes: tuple[str, ...]) -> bool:
+    if not suffixes:
+        return True
+    name = path.lower()
+    for comp in COMPRESSIONS:
+        if name.endswith(comp):
+            name = name[: -len(comp)]
+            break
+    return name.endswith(tuple(s.lower() for s in suffixes))
+
+
+def _expand(inp: str, suffixes, storage_options, missing) -> Iterable[Source]:
+    if inp.startswith("@"):
+        yield from _expand_list(inp[1:], suffixes, storage_options, missing)
+        return
+    fs, root = url_to_fs(inp, **storage_options)
+    local = isinstance(fs, LocalFileSystem)
+    name = (lambda p: os.path.abspath(p)) if local else fs.unstrip_protocol
+    if _has_magic(root):
+        infos = [i for i in fs.glob(root, detail=True).values() if i["type"] == "file"]
+        if not infos:
+            missing.append(inp)
+        for info in infos:
+            if _keep(info["name"], suffixes):
+                yield Source(name(info["name"]), int(info["size"] or 0))
+    elif fs.isdir(root):
+        prefix = root.rstrip("/") + "/"
+        for path, info in fs.find(root, detail=True, withdirs=False).items():
+            rel = path[len(prefix):] if path.startswith(prefix) else path
+            if any(part.startswith(".") for part in rel.split("/")):
+                continue
+            if info.get("type") == "file" and _keep(path, suffixes):
+                yield Source(name(path), int(info["size"] or 0))
+    elif fs.isfile(root):
+        yield Source(name(root), int(fs.size(root) or 0))
+    else:
+        missing.append(inp)
+
+
+def _expand_list(list_path: str, suffixes, storage_options, missing) -> Iterable[Source]:
+    try:
+        with fsspec.open(list_path, "rt", encoding="utf-8", **storage_options) as f:
+            entries = [line.strip() for line in f.read().splitlines()]
+    except FileNotFoundError:
+        missing.append("@" + list_path)
+        return
+    base = posixpath.dirname(list_path) if _is_url(list_path) else os.path.dirname(list_path)
+    for entry in entries:
+        if not entry or entry.startswith("#"):
+            continue
+        if not (_is_url(entry) or os.path.isabs(entry)):
+            entry = posixpath.join(base, entry) if _is_url(list_path) else os.path.join(base, entry)
+        yield from _expand(entry, suffixes, storage_options, missing)
