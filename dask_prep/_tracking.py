@@ -40,7 +40,14 @@ class SourceError:
 
     @classmethod
     def from_exception(cls, path: str, exc: BaseException, line: int | None = None):
-        return cls(path, type(exc).__name__, str(exc) or repr(exc), line)
+        return cls(path, error_name(exc), str(exc) or repr(exc), line)
+
+
+def error_name(exc: BaseException) -> str:
+    """``UnicodeDecodeError`` for builtins and ours, ``zlib.error`` for the rest."""
+    cls = type(exc)
+    module = cls.__module__.split(".")[0]
+    return cls.__name__ if module in ("builtins", "dask_prep") else f"{module}.{cls.__name__}"
 
 
 @dataclass

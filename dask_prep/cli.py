@@ -54,21 +54,25 @@ def _progress(quiet: bool):
         state["shards"] += len(result.shards)
         bar.set_postfix(records=f"{state['records']:,}", shards=state["shards"], refresh=False)
         bar.update(done - bar.n)
-        if done == total:
-            bar.close()
 
-    return on_start, on_partition
+    def close():
+        if state.get("bar") is not None:
+            state.pop("bar").close()
+
+    return on_start, on_partition, close
 
 
 def _run(inputs, output, quiet=False, **options):
     from .runner import run
-    on_start, on_partition = _progress(quiet)
+    on_start, on_partition, close = _progress(quiet)
     try:
         result = run(list(inputs), output, on_start=on_start, on_partition=on_partition, **options)
     except ConverterNotFoundError as exc:
         raise _Usage(str(exc)) from None
     except (DaskPrepError, OSError, ValueError, TypeError, RuntimeError) as exc:
         raise _Fail(f"{type(exc).__name__}: {exc}") from None
+    finally:
+        close()
     click.echo(result.summary())
     return result
 
@@ -81,10 +85,13 @@ def main(verbose):
     level = [logging.WARNING, logging.INFO, logging.DEBUG][min(verbose, 2)]
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("dask_prep").setLevel(level)
-    # distributed logs cluster start/stop at INFO through its own config; a
-    # one-screen CLI shows that only when asked (-vv).
-    for name in ("distributed", "bokeh", "tornado"):
+    # distributed sets its loggers to INFO when imported; a one-screen CLI shows
+    # cluster start/stop chatter only when asked (-vv).
+    import distributed  # noqa: F401  (so its logging set-up runs before ours)
+    for name in ("distributed", "tornado"):
         logging.getLogger(name).setLevel(logging.DEBUG if verbose >= 2 else logging.WARNING)
+    # bokeh warns that the dashboard accepts any Host header; it listens on 127.0.0.1 only
+    logging.getLogger("bokeh").setLevel(logging.DEBUG if verbose >= 2 else logging.ERROR)
 
 
 @main.command("run")

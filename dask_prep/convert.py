@@ -97,7 +97,7 @@ def _convert_one(piece: Piece, conv: Converter, on_error: str, tag: tuple) -> li
             raise
         except Exception as exc:
             if on_error == "raise":
-                raise ConversionError(f"{piece.path}: {type(exc).__name__}: {exc}") from exc
+                raise ConversionError(f"{piece.path}: {_tracking.error_name(exc)}: {exc}") from exc
             ctx.errors.append(_tracking.SourceError.from_exception(piece.path, exc))
             records = []
     if ctx.errors:

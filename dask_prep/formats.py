@@ -190,8 +190,23 @@ def unify(schemas: Sequence[pa.Schema]) -> pa.Schema:
     try:
         return pa.unify_schemas(list(schemas), promote_options="permissive")
     except (pa.ArrowException, TypeError) as exc:
-        raise SchemaMismatchError(f"records disagree on a type: {exc}; "
-                                  "pass an explicit schema to say which is right") from None
+        seen: dict[str, pa.DataType] = {}
+        for schema in schemas:
+            for f in schema:
+                if f.name in seen and not _compatible(seen[f.name], f.type):
+                    raise SchemaMismatchError(
+                        f"field {f.name!r} is {f.type} here but {seen[f.name]} in earlier records; "
+                        "pass an explicit schema to say which is right") from None
+                seen.setdefault(f.name, f.type)
+        raise SchemaMismatchError(f"records disagree on a type: {exc}") from None
+
+
+def _compatible(a: pa.DataType, b: pa.DataType) -> bool:
+    try:
+        pa.unify_schemas([pa.schema([("f", a)]), pa.schema([("f", b)])], promote_options="permissive")
+        return True
+    except (pa.ArrowException, TypeError):
+        return False
 
 
 def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:

@@ -1,7 +1,10 @@
 """Open sources: transparent decompression, UTF-8 decoding, byte-range line reading."""
 from __future__ import annotations
 
+import bz2
+import gzip
 import io
+import lzma
 import posixpath
 from collections.abc import Iterator
 
@@ -22,9 +25,22 @@ def _compression(path: str) -> str | None:
 def open_bytes(path: str, storage_options: dict | None = None) -> io.IOBase:
     """Open ``path`` for binary reading, decompressing .gz/.bz2/.xz/.zst."""
     comp = _compression(path)
-    if comp is None and "://" not in path:
-        return open(path, "rb")
-    return fsspec.open(path, "rb", compression=comp, **(storage_options or {})).open()
+    if comp == "zstd":
+        import zstandard
+        return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(
+            open_bytes_raw(path, storage_options), closefd=True))
+    if "://" in path:
+        return fsspec.open(path, "rb", compression=comp, **(storage_options or {})).open()
+    return _LOCAL[comp](path, "rb")
+
+
+def open_bytes_raw(path: str, storage_options: dict | None = None) -> io.IOBase:
+    if "://" in path:
+        return fsspec.open(path, "rb", **(storage_options or {})).open()
+    return open(path, "rb")
+
+
+_LOCAL = {None: open, "gzip": gzip.open, "bz2": bz2.open, "lzma": lzma.open}
 
 
 def read_bytes(path: str) -> bytes:
@@ -32,10 +48,10 @@ def read_bytes(path: str) -> bytes:
         return f.read()
 
 
-def _check_text(data: bytes, path: str) -> None:
+def _check_text(data: bytes, path: str, offset: int = 0) -> None:
     nul = data.find(b"\x00", 0, _SNIFF)
     if nul >= 0:
-        raise BinaryFileError(f"binary file: NUL byte at offset {nul}; expected UTF-8 text")
+        raise BinaryFileError(f"binary file: NUL byte at offset {offset + nul}; expected UTF-8 text")
 
 
 def decode(data: bytes, errors: str = "strict") -> str:
@@ -70,14 +86,13 @@ def iter_lines(path: str, start: int | None = None, end: int | None = None,
             pos = start - 1 + len(f.readline())
             lineno = None
         else:
-            head = f.read(_SNIFF)
-            _check_text(head, path)
-            f.seek(0)
             pos, lineno = 0, 0
         while end is None or pos < end:
             raw = f.readline()
             if not raw:
                 break
+            if lineno is not None and pos < _SNIFF:
+                _check_text(raw[: _SNIFF - pos], path, pos)
             pos += len(raw)
             if lineno is not None:
                 lineno += 1

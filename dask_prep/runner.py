@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from .cluster import dask_session
 from .convert import to_bag
 from .converters import resolve_converter
+from .output import OutputDir, check_writable
 from .shard import write_shards
 from .sources import Sources, discover
 
@@ -101,6 +102,7 @@ def run(inputs, output, *, converter="text", format: str = "parquet", shard_size
     when the dataset is already complete.
     """
     t0 = time.perf_counter()
+    check_writable(OutputDir(output, storage_options), overwrite)  # before starting a cluster
     conv = resolve_converter(converter, encoding_errors=encoding_errors)
     sources = inputs if isinstance(inputs, Sources) else discover(
         inputs, suffixes=suffixes, exclude=exclude, storage_options=storage_options)

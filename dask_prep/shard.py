@@ -38,7 +38,7 @@ from dask.highlevelgraph import HighLevelGraph
 from . import _tracking
 from ._tracking import SourceError
 from .convert import CONVERT_PREFIX
-from .errors import OutputExistsError, SchemaMismatchError
+from .errors import ConversionError, OutputExistsError, SchemaMismatchError
 from .formats import (get_format, schema_from_bytes, schema_to_bytes, schema_to_json,
                       unify)
 from .output import ERRORS, MANIFEST, WORK, OutputDir, check_writable, read_manifest
@@ -69,6 +69,7 @@ class PartResult:
     schema: object = None
     errors: list = field(default_factory=list)
     seconds: float = 0.0
+    fatal: tuple | None = None  # (error class name, message) when on_error="raise" stopped it
 
     def to_json(self) -> dict:
         return {
@@ -155,7 +156,18 @@ class _PartitionWriter:
 
 
 def write_partition(records, index: int, spec: WriteSpec) -> list[PartResult]:
-    """The task run for each partition (module-level, so it pickles by reference)."""
+    """The task run for each partition (module-level, so it pickles by reference).
+
+    A failure that ``on_error="raise"`` asked for comes back as data (``fatal``),
+    so the client raises it as one clear error instead of a worker traceback.
+    """
+    try:
+        return _write_partition(records, index, spec)
+    except (ConversionError, SchemaMismatchError) as exc:
+        return [PartResult(index, fatal=(type(exc).__name__, str(exc)))]
+
+
+def _write_partition(records, index: int, spec: WriteSpec) -> list[PartResult]:
     t0 = time.perf_counter()
     lazy = not isinstance(records, (list, tuple))
     if lazy:
@@ -379,6 +391,9 @@ def write_shards(bag: db.Bag, output, *, shard_size: int = 10_000, format: str =
 
     def record(res_list):
         res = res_list[0]
+        if res.fatal:
+            kind, message = res.fatal
+            raise {"ConversionError": ConversionError}.get(kind, SchemaMismatchError)(message)
         done[res.index] = res
         if on_partition:
             on_partition(res, len(done), n)

@@ -173,6 +173,16 @@ def _is_url(s: str) -> bool:
     return "://" in s
 
 
+def _hidden(path: str, below: str, pattern: str = "") -> bool:
+    """True if a component of ``path`` under ``below`` starts with a dot (and the
+    pattern did not ask for dot entries, as in a shell)."""
+    if "/." in pattern:
+        return False
+    prefix = below.rstrip("/") + "/"
+    rel = path[len(prefix):] if path.startswith(prefix) else path
+    return any(part.startswith(".") for part in rel.split("/"))
+
+
 def _keep(path: str, suffixes: tuple[str, ...]) -> bool:
     if not suffixes:
         return True
@@ -192,19 +202,16 @@ def _expand(inp: str, suffixes, storage_options, missing) -> Iterable[Source]:
     local = isinstance(fs, LocalFileSystem)
     name = (lambda p: os.path.abspath(p)) if local else fs.unstrip_protocol
     if _has_magic(root):
+        static = root[: min(root.find(c) for c in "*?[" if c in root)].rsplit("/", 1)[0]
         infos = [i for i in fs.glob(root, detail=True).values() if i["type"] == "file"]
         if not infos:
             missing.append(inp)
         for info in infos:
-            if _keep(info["name"], suffixes):
+            if _keep(info["name"], suffixes) and not _hidden(info["name"], static, root):
                 yield Source(name(info["name"]), int(info["size"] or 0))
     elif fs.isdir(root):
-        prefix = root.rstrip("/") + "/"
         for path, info in fs.find(root, detail=True, withdirs=False).items():
-            rel = path[len(prefix):] if path.startswith(prefix) else path
-            if any(part.startswith(".") for part in rel.split("/")):
-                continue
-            if info.get("type") == "file" and _keep(path, suffixes):
+            if info.get("type") == "file" and _keep(path, suffixes) and not _hidden(path, root):
                 yield Source(name(path), int(info["size"] or 0))
     elif fs.isfile(root):
         yield Source(name(root), int(fs.size(root) or 0))

@@ -1,0 +1,43 @@
+from dask_prep.plan import FILE_COST, Piece, auto_partition_size, plan_partitions
+from dask_prep.sources import Source
+
+
+def test_partitions_are_contiguous_and_cover_all_sources():
+    srcs = [Source(f"f{i:05d}", (i * 7919) % 5000) for i in range(1000)]
+    parts = plan_partitions(srcs, partition_size=200_000)
+    flat = [p.path for part in parts for p in part]
+    assert flat == [s.path for s in srcs]
+    weights = [sum(s.size + FILE_COST for s in srcs if s.path in {p.path for p in part}) for part in parts]
+    assert max(weights) <= 200_000 and len(parts) >= 30
+
+
+def test_many_tiny_files_do_not_become_many_tasks():
+    srcs = [Source(f"f{i:06d}", 0) for i in range(100_000)]
+    parts = plan_partitions(srcs)
+    assert 16 <= len(parts) <= 64
+
+
+def test_one_huge_file_among_tiny_ones_stands_alone():
+    srcs = [Source(f"a{i}", 100) for i in range(50)] + [Source("big", 10**9)] + \
+        [Source(f"z{i}", 100) for i in range(50)]
+    parts = plan_partitions(srcs, partition_size=1_000_000)
+    assert [len(p) for p in parts] == [50, 1, 50]
+
+
+def test_large_line_files_split_only_when_splittable_and_uncompressed():
+    big = Source("big.jsonl", 10_000_000)
+    split = plan_partitions([big], partition_size=1_000_000, splittable=True)
+    assert len(split) == 11 and split[0][0] == Piece("big.jsonl", 0, split[0][0].end)
+    assert sum(p[0].end - p[0].start for p in split) == 10_000_000
+    assert len(plan_partitions([big], partition_size=1_000_000)) == 1
+    assert len(plan_partitions([Source("big.jsonl.gz", 10**7)], partition_size=10**6, splittable=True)) == 1
+
+
+def test_plan_does_not_depend_on_anything_but_sources():
+    srcs = [Source(f"f{i}", i * 1000) for i in range(300)]
+    assert plan_partitions(srcs) == plan_partitions(list(srcs))
+    assert auto_partition_size(0) == auto_partition_size(1000)
+
+
+def test_no_sources_gives_one_empty_partition():
+    assert plan_partitions([]) == [()]

@@ -1,0 +1,77 @@
+import bz2
+import lzma
+
+import pytest
+import zstandard
+from hypothesis import given, settings, strategies as st
+
+from dask_prep.errors import BinaryFileError
+from dask_prep.readers import iter_lines, read_text
+from conftest import write
+
+TEXT = "première ligne\nsecond line\n"
+
+
+@pytest.mark.parametrize("suffix,compress", [
+    ("", lambda b: b), (".gz", None), (".bz2", bz2.compress), (".xz", lzma.compress),
+    (".zst", lambda b: zstandard.ZstdCompressor().compress(b)),
+])
+def test_compressed_files_read_transparently(tmp_path, suffix, compress):
+    p = tmp_path / f"doc.txt{suffix}"
+    if compress is None:
+        write(p, TEXT)
+    else:
+        p.write_bytes(compress(TEXT.encode()))
+    assert read_text(str(p)) == TEXT
+    assert [line for _, line in iter_lines(str(p))] == ["première ligne", "second line"]
+
+
+def test_binary_file_refused_with_offset(tmp_path):
+    p = write(tmp_path / "img.txt", b"GIF89a\x00\x01\x02")
+    with pytest.raises(BinaryFileError, match="NUL byte at offset 6"):
+        read_text(str(p))
+
+
+def test_invalid_utf8_strict_names_position_replace_keeps_text(tmp_path):
+    p = write(tmp_path / "latin1.txt", "café".encode("latin-1"))
+    with pytest.raises(UnicodeDecodeError, match="position 3"):
+        read_text(str(p))
+    assert read_text(str(p), errors="replace") == "caf\ufffd"
+
+
+def test_bom_is_dropped(tmp_path):
+    p = write(tmp_path / "bom.txt", "\ufeffhello".encode())
+    assert read_text(str(p)) == "hello"
+
+
+def test_corrupt_gzip_raises(tmp_path):
+    p = tmp_path / "bad.txt.gz"
+    words = " ".join(str(i * 7919 % 10007) for i in range(5000))
+    p.write_bytes(write(tmp_path / "ok.txt.gz", words).read_bytes()[:500])
+    with pytest.raises((EOFError, OSError)):
+        read_text(str(p))
+
+
+@settings(max_examples=60, deadline=None)
+@given(lines=st.lists(st.text(alphabet="ab é\n", max_size=12), max_size=30),
+       cuts=st.lists(st.integers(min_value=0, max_value=400), max_size=6))
+def test_byte_ranges_tile_a_file_into_every_line_once(tmp_path_factory, lines, cuts):
+    data = "\n".join(lines).encode()
+    p = tmp_path_factory.mktemp("ranges") / "f.txt"
+    p.write_bytes(data)
+    bounds = sorted({0, len(data), *(c for c in cuts if c < len(data))})
+    pieces = [line for a, b in zip(bounds, bounds[1:]) for _, line in iter_lines(str(p), a, b)]
+    assert pieces == [line for _, line in iter_lines(str(p))]
+    assert pieces == data.decode().splitlines()
+
+
+def test_line_numbers_only_from_start(tmp_path):
+    p = write(tmp_path / "f.txt", "a\nb\nc\n")
+    assert list(iter_lines(str(p))) == [(1, "a"), (2, "b"), (3, "c")]
+    assert list(iter_lines(str(p), 2, None)) == [(None, "b"), (None, "c")]
+
+
+def test_binary_line_file_refused(tmp_path):
+    p = write(tmp_path / "f.jsonl", b'{"a": 1}\n\x00\x01')
+    with pytest.raises(BinaryFileError, match="offset 9"):
+        list(iter_lines(str(p)))

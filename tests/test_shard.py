@@ -1,0 +1,158 @@
+"""write_shards on any bag: exact sizes, order, schema, errors, formats."""
+import json
+import pickle
+import tempfile
+from collections import Counter
+
+import dask.bag as db
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from dask import delayed
+from hypothesis import given, settings, strategies as st
+
+import dask_prep as dp
+from dask_prep.output import WORK
+from conftest import make_corpus, serial_records, write
+
+
+def bag_of_partitions(sizes):
+    """A bag whose partition i holds ``sizes[i]`` records numbered in order."""
+    starts = [sum(sizes[:i]) for i in range(len(sizes))]
+    return db.from_delayed([delayed(lambda a, n: [{"i": k} for k in range(a, a + n)])(a, n)
+                            for a, n in zip(starts, sizes)])
+
+
+def read_shards(out, manifest):
+    return [pq.read_table(f"{out}/{s['file']}").column("i").to_pylist() for s in manifest["shards"]]
+
+
+@settings(max_examples=40, deadline=None)
+@given(sizes=st.lists(st.integers(0, 60), min_size=1, max_size=8), n=st.integers(1, 25),
+       fmt=st.sampled_from(["parquet", "pickle"]))
+def test_every_shard_exact_but_the_last(sizes, n, fmt):
+    with tempfile.TemporaryDirectory() as out:
+        m = dp.write_shards(bag_of_partitions(sizes), out, shard_size=n, format=fmt)
+        counts = [s["records"] for s in m["shards"]]
+        total = sum(sizes)
+        assert m["total_records"] == total == sum(counts)
+        assert all(c == n for c in counts[:-1]) and (not counts or 0 < counts[-1] <= n)
+        assert len(counts) == -(-total // n)
+        if fmt == "parquet":
+            shards = read_shards(out, m)
+        else:
+            shards = [pickle.load(open(f"{out}/{s['file']}", "rb")) for s in m["shards"]]
+            shards = [[r["i"] for r in shard] for shard in shards]
+        assert sorted(i for s in shards for i in s) == list(range(total))
+        assert all(s == sorted(s) for s in shards), "record order within a shard follows the input"
+        assert sorted(p.name for p in __import__("pathlib").Path(out).iterdir()) == \
+            ["errors.jsonl", "manifest.json"] + [s["file"] for s in m["shards"]]
+
+
+def test_full_shards_come_first_then_merged_remainders(tmp_path):
+    m = dp.write_shards(bag_of_partitions([25, 25]), tmp_path, shard_size=10)
+    assert read_shards(tmp_path, m) == [list(range(0, 10)), list(range(10, 20)),
+                                        list(range(25, 35)), list(range(35, 45)),
+                                        list(range(20, 25)) + list(range(45, 50))]
+
+
+def test_records_match_a_serial_loop(tmp_path):
+    paths = make_corpus(tmp_path / "in", n=30)
+    bag = dp.to_bag(dp.discover(tmp_path / "in"), "sentences", partition_size=20_000)
+    assert bag.npartitions > 3
+    m = dp.write_shards(bag, tmp_path / "out", shard_size=97)
+    got = list(dp.open(tmp_path / "out"))
+    from dask_prep.converters import sentences
+    want = serial_records(paths, sentences)
+    key = lambda r: (r["text"], tuple(r["words"]))  # noqa: E731
+    assert Counter(map(key, got)) == Counter(map(key, want)) and m["total_records"] == len(want)
+
+
+def test_schema_widened_across_partitions_and_shards_rewritten(tmp_path):
+    bag = db.from_sequence([{"x": 1, "y": None}, {"x": 2, "y": None},
+                            {"x": 2.5, "y": "s"}, {"x": 3, "y": "t", "z": [1]}], npartitions=3)
+    m = dp.write_shards(bag, tmp_path, shard_size=1)
+    types = {f["name"]: f["type"] for f in m["schema"]}
+    assert types == {"x": "double", "y": "string", "z": "list<item: int64>"}
+    for s in m["shards"]:
+        assert str(pq.read_schema(tmp_path / s["file"]).field("x").type) == "double"
+    assert dp.verify(tmp_path).ok
+
+
+def test_conflicting_types_are_an_error_naming_the_file_and_field(tmp_path):
+    write(tmp_path / "in" / "a.jsonl", '{"n": 1}\n{"n": 2}\n')
+    write(tmp_path / "in" / "b.jsonl", '{"n": "two"}\n')
+    write(tmp_path / "in" / "c.jsonl", '{"n": 3}\n')
+    bag = dp.to_bag(dp.discover(tmp_path / "in"), "jsonl")
+    m = dp.write_shards(bag, tmp_path / "out", shard_size=10)
+    assert m["total_records"] == 3
+    errors = dp.open(tmp_path / "out").errors()
+    assert len(errors) == 1 and errors[0]["path"].endswith("b.jsonl")
+    assert "'n'" in errors[0]["message"] and errors[0]["error"] == "SchemaMismatchError"
+    with pytest.raises(dp.SchemaMismatchError, match=r"b\.jsonl.*'n'"):
+        dp.write_shards(dp.to_bag(dp.discover(tmp_path / "in"), "jsonl"), tmp_path / "out2",
+                        shard_size=10, on_error="raise")
+    assert not (tmp_path / "out2" / "manifest.json").exists()
+
+
+def test_given_schema_refuses_unknown_fields_and_bad_values(tmp_path):
+    write(tmp_path / "in" / "a.jsonl", '{"n": 1}\n')
+    write(tmp_path / "in" / "b.jsonl", '{"n": 2, "extra": 1}\n')
+    write(tmp_path / "in" / "c.jsonl", '{"n": "x"}\n')
+    schema = pa.schema([("n", pa.int32())])
+    m = dp.write_shards(dp.to_bag(tmp_path / "in", "jsonl"), tmp_path / "out", schema=schema)
+    assert m["total_records"] == 1 and m["schema"] == [{"name": "n", "type": "int32", "nullable": True}]
+    errs = {e["path"].rsplit("/", 1)[1]: e["message"] for e in dp.open(tmp_path / "out").errors()}
+    assert "'extra' is not in the schema" in errs["b.jsonl"]
+    assert "'n' (schema type int32)" in errs["c.jsonl"]
+
+
+def test_non_dict_records_need_pickle(tmp_path):
+    bag = db.from_sequence(["a", "b"])
+    m = dp.write_shards(bag, tmp_path / "pq", shard_size=5)
+    assert m["total_records"] == 0 and "must be dicts" in dp.open(tmp_path / "pq").errors()[0]["message"]
+    m = dp.write_shards(bag, tmp_path / "pk", shard_size=5, format="pickle")
+    assert pickle.load(open(tmp_path / "pk" / "shard-00000.pkl", "rb")) == ["a", "b"]
+
+
+def test_conversion_errors_reach_errors_jsonl_through_user_map_and_filter(tmp_path):
+    paths = make_corpus(tmp_path / "in", n=12)
+    write(tmp_path / "in" / "bad.txt", b"\xff\xfe not utf8")
+    write(tmp_path / "in" / "bin.txt", b"\x00\x01\x02")
+    bag = dp.to_bag(tmp_path / "in", "sentences", partition_size=10_000)
+    bag = bag.map(lambda r: {**r, "n": len(r["words"])}).filter(lambda r: r["n"] > 0)
+    m = dp.write_shards(bag, tmp_path / "out", shard_size=50)
+    errors = dp.open(tmp_path / "out").errors()
+    assert [(e["path"].rsplit("/", 1)[1], e["error"]) for e in errors] == [
+        ("bad.txt", "UnicodeDecodeError"), ("bin.txt", "BinaryFileError")]
+    from dask_prep.converters import sentences
+    assert m["total_records"] == len(serial_records(paths, sentences))
+
+
+def test_on_error_raise_names_the_file_and_writes_no_manifest(tmp_path):
+    make_corpus(tmp_path / "in", n=5)
+    write(tmp_path / "in" / "zz.txt", b"\xff")
+    with pytest.raises(dp.ConversionError, match=r"zz\.txt: UnicodeDecodeError"):
+        dp.write_shards(dp.to_bag(tmp_path / "in", "text", on_error="raise"), tmp_path / "out")
+    assert not (tmp_path / "out" / "manifest.json").exists()
+
+
+def test_manifest_fields(tmp_path):
+    m = dp.write_shards(bag_of_partitions([3]), tmp_path, shard_size=2)
+    on_disk = json.loads((tmp_path / "manifest.json").read_text())
+    assert on_disk == m
+    assert {"version", "format", "shard_size", "total_records", "shards", "schema", "errors",
+            "fingerprint", "created_by", "run"} <= m.keys()
+    assert m["shards"][0].keys() == {"file", "records", "bytes", "sha256"}
+    assert not (tmp_path / WORK).exists()
+
+
+@pytest.mark.parametrize("bad", [0, -1, 2.5, True])
+def test_bad_shard_size(tmp_path, bad):
+    with pytest.raises(ValueError, match="shard_size must be a positive integer"):
+        dp.write_shards(bag_of_partitions([1]), tmp_path, shard_size=bad)
+
+
+def test_empty_bag_gives_empty_complete_dataset(tmp_path):
+    m = dp.write_shards(dp.to_bag(dp.discover([]), "text"), tmp_path)
+    assert m["total_records"] == 0 and m["shards"] == [] and len(dp.open(tmp_path)) == 0
