@@ -75,7 +75,8 @@ def test_file_converter_is_shipped_by_value(tmp_path):
         resolve_converter(f"{f}:nope")
 
 
-def test_register_refuses_a_taken_name():
+def test_register_refuses_a_taken_name(monkeypatch):
+    monkeypatch.setattr(converters, "_REGISTRY", dict(converters._REGISTRY))
     with pytest.raises(ValueError, match="already registered"):
         dp.register_converter("text", json.loads)
     dp.register_converter("t_upper", lambda p: [{"t": open(p).read().upper()}])

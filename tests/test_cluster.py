@@ -1,0 +1,93 @@
+"""Execution: a real `dask scheduler` + `dask worker` cluster, a notebook's client,
+callables from the user's own code, and unreachable schedulers."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import dask_prep as dp
+from conftest import dask_prep_cli, make_corpus
+
+
+@pytest.fixture(scope="module")
+def real_cluster(tmp_path_factory):
+    """`dask scheduler` and `dask worker` processes on loopback, always torn down."""
+    d = tmp_path_factory.mktemp("cluster")
+    sfile = d / "scheduler.json"
+    dask = [sys.executable, "-m", "distributed.cli.dask_scheduler"]
+    procs = [subprocess.Popen(dask + ["--host", "127.0.0.1", "--port", "0", "--dashboard-address",
+                                      "127.0.0.1:0", "--scheduler-file", str(sfile)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+    try:
+        deadline = time.time() + 60
+        while not sfile.exists() and time.time() < deadline:
+            time.sleep(0.1)
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "distributed.cli.dask_worker", "--scheduler-file", str(sfile),
+             "--nworkers", "2", "--nthreads", "1", "--host", "127.0.0.1", "--no-dashboard"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=d))
+        address = json.loads(sfile.read_text())["address"]
+        from distributed import Client
+        with Client(address, timeout=30, set_as_default=False) as c:
+            c.wait_for_workers(2, timeout=60)
+        yield address
+    finally:
+        for p in reversed(procs):
+            p.send_signal(signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+def test_cli_on_real_cluster_is_byte_identical_to_local(real_cluster, tmp_path):
+    make_corpus(tmp_path / "in", n=30)
+    common = ["run", tmp_path / "in", "--converter", "sentences", "--shard-size", "250",
+              "--partition-size", "40000", "-q"]
+    remote = subprocess.run(dask_prep_cli() + list(map(str, common + ["-o", tmp_path / "remote",
+                            "--scheduler", real_cluster])), capture_output=True, text=True, timeout=240)
+    assert remote.returncode == 0, remote.stderr
+    assert "2 worker(s)" in remote.stdout
+    dp.run([tmp_path / "in"], tmp_path / "local", converter="sentences", shard_size=250,
+           partition_size=40000, workers=1)
+    names = sorted(p.name for p in (tmp_path / "local").glob("shard-*"))
+    assert names and names == sorted(p.name for p in (tmp_path / "remote").glob("shard-*"))
+    for n in names:
+        assert (tmp_path / "local" / n).read_bytes() == (tmp_path / "remote" / n).read_bytes()
+
+
+def test_closure_from_user_code_runs_on_cluster_workers(real_cluster, tmp_path):
+    make_corpus(tmp_path / "in", n=6)
+    suffix = "!"
+
+    def shout(path):  # a closure in a test module the workers cannot import
+        with open(path, "rb") as f:
+            head = f.read(5)
+        return [{"name": os.path.basename(path), "head": head.decode("latin-1") + suffix}]
+
+    res = dp.run([tmp_path / "in"], tmp_path / "out", converter=shout, scheduler=real_cluster)
+    assert res.records == 6 and res.errors == 0 and res.workers == 2
+    assert all(r["head"].endswith("!") for r in dp.open(tmp_path / "out"))
+
+
+def test_notebook_client_is_used_when_present(client, tmp_path):
+    make_corpus(tmp_path / "in", n=4)
+    res = dp.run([tmp_path / "in"], tmp_path / "out", converter="text")
+    assert res.workers == 2 and res.dashboard_link == client.dashboard_link
+    assert res.records == 4
+
+
+def test_unreachable_scheduler_fails_fast_with_a_clear_error(tmp_path):
+    make_corpus(tmp_path / "in", n=2)
+    t0 = time.time()
+    r = subprocess.run(dask_prep_cli() + ["run", str(tmp_path / "in"), "-o", str(tmp_path / "o"),
+                                          "--scheduler", "tcp://127.0.0.1:9"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1 and "cannot reach the Dask scheduler at tcp://127.0.0.1:9" in r.stderr
+    assert time.time() - t0 < 60
