@@ -52,6 +52,16 @@ class ShardFormat:
     def records(self, data: bytes) -> list:
         raise NotImplementedError
 
+    # Staging: how a partition's leftover records wait for the merge. Defaults to
+    # the shard encoding; a format may pick something cheaper to write and read.
+    stage_suffix = None
+
+    def encode_stage(self, batch) -> bytes:
+        return self.encode(batch)
+
+    def decode_stage(self, data: bytes):
+        return self.decode(data)
+
 
 class ParquetFormat(ShardFormat):
     """Records are dicts; a shard is one Parquet file written by pyarrow.
@@ -96,6 +106,18 @@ class ParquetFormat(ShardFormat):
 
     def records(self, data: bytes) -> list:
         return self.decode(data).to_pylist()
+
+    stage_suffix = ".arrow"
+
+    def encode_stage(self, batch: pa.Table) -> bytes:
+        """Arrow IPC, uncompressed: leftovers are Parquet-encoded once, at the merge."""
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, batch.schema) as writer:
+            writer.write_table(batch)
+        return sink.getvalue().to_pybytes()
+
+    def decode_stage(self, data: bytes) -> pa.Table:
+        return pa.ipc.open_stream(pa.BufferReader(data)).read_all()
 
 
 class PickleFormat(ShardFormat):

@@ -103,9 +103,9 @@ def _marker(index: int) -> str:
     return f"{WORK}/p{index:05d}.json"
 
 
-def _write_shard(out: OutputDir, name: str, fmt, batch) -> ShardInfo:
+def _write_shard(out: OutputDir, name: str, fmt, batch, stage: bool = False) -> ShardInfo:
     try:
-        data = fmt.encode(batch)
+        data = fmt.encode_stage(batch) if stage else fmt.encode(batch)
     except (pickle.PicklingError, TypeError, AttributeError) as exc:
         raise SchemaMismatchError(f"cannot encode a {fmt.name} shard: {exc}") from exc
     out.write_atomic(name, data)
@@ -147,8 +147,9 @@ class _PartitionWriter:
     def finish(self, conversion_errors: list) -> PartResult:
         res = self.result
         if self.npending:
-            name = f"{WORK}/p{self.index:05d}-rem{self.fmt.suffix}"
-            res.remainder = _write_shard(self.spec.out, name, self.fmt, self.fmt.concat(self.pending))
+            name = f"{WORK}/p{self.index:05d}-rem{self.fmt.stage_suffix or self.fmt.suffix}"
+            res.remainder = _write_shard(self.spec.out, name, self.fmt, self.fmt.concat(self.pending),
+                                         stage=True)
         res.records = sum(s.records for s in res.shards) + (res.remainder.records if res.remainder else 0)
         res.schema = self.fmt.schema if res.records else None
         res.errors = conversion_errors + res.errors
@@ -198,7 +199,7 @@ def _rewrite(spec: WriteSpec, info: ShardInfo, schema) -> ShardInfo:
 
 def _merge(spec: WriteSpec, slices: list, name: str, schema) -> ShardInfo:
     fmt = get_format(spec.format, schema)
-    parts = [fmt.slice(fmt.decode(spec.out.read_bytes(f)), a, b) for f, a, b in slices]
+    parts = [fmt.slice(fmt.decode_stage(spec.out.read_bytes(f)), a, b) for f, a, b in slices]
     return _write_shard(spec.out, name, fmt, fmt.concat(parts))
 
 
