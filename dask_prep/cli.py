@@ -29,6 +29,10 @@ class _Usage(_Fail):
     exit_code = 2
 
 
+class _Interrupted(_Fail):
+    exit_code = 130
+
+
 def _progress(quiet: bool):
     """``on_start``/``on_partition`` hooks drawing a tqdm bar on stderr."""
     state = {}
@@ -67,6 +71,10 @@ def _run(inputs, output, quiet=False, **options):
     on_start, on_partition, close = _progress(quiet)
     try:
         result = run(list(inputs), output, on_start=on_start, on_partition=on_partition, **options)
+    except KeyboardInterrupt:
+        raise _Interrupted(
+            f"interrupted; finished partitions are kept in {output}/.dask-prep: "
+            "run the same command again to resume") from None
     except ConverterNotFoundError as exc:
         raise _Usage(str(exc)) from None
     except (DaskPrepError, OSError, ValueError, TypeError, RuntimeError) as exc:

@@ -70,9 +70,11 @@ def dask_session(*, client=None, scheduler: str | None = None, workers: int | No
         yield Session(current, current.dashboard_link, False, _nworkers(current))
         return
     n = workers or default_workers()
+    # workers import the writer (pyarrow and all) while they start, which
+    # overlaps with discovery, instead of inside the first tasks
     cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
                            host="127.0.0.1", dashboard_address="127.0.0.1:0",
-                           memory_limit=memory_limit)
+                           memory_limit=memory_limit, preload=["dask_prep.shard"])
     try:
         c = Client(cluster)
         port = cluster.scheduler.http_server.port if cluster.scheduler.http_server else None

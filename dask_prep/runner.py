@@ -5,6 +5,8 @@ import html
 import logging
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -104,14 +106,20 @@ def run(inputs, output, *, converter="text", format: str = "parquet", shard_size
     t0 = time.perf_counter()
     check_writable(OutputDir(output, storage_options), overwrite)  # before starting a cluster
     conv = resolve_converter(converter, encoding_errors=encoding_errors)
-    sources = inputs if isinstance(inputs, Sources) else discover(
-        inputs, suffixes=suffixes, exclude=exclude, storage_options=storage_options)
-    if sources.missing:
-        logger.warning("%d input(s) not found: %s", len(sources.missing), ", ".join(sources.missing[:5]))
-    bag = to_bag(sources, conv, on_error=on_error, partition_size=partition_size)
-    metadata = {"sources": sources.summary(), "converter": conv.name,
-                "options": {"on_error": on_error, "encoding_errors": encoding_errors}}
-    with dask_session(client=client, scheduler=scheduler, workers=workers) as session:
+    with ExitStack() as stack:
+        with ThreadPoolExecutor(1) as pool:
+            # find the files while the cluster's worker processes start
+            found = pool.submit(lambda: inputs if isinstance(inputs, Sources) else discover(
+                inputs, suffixes=suffixes, exclude=exclude, storage_options=storage_options))
+            session = stack.enter_context(
+                dask_session(client=client, scheduler=scheduler, workers=workers))
+            sources = found.result()
+        if sources.missing:
+            logger.warning("%d input(s) not found: %s", len(sources.missing),
+                           ", ".join(sources.missing[:5]))
+        bag = to_bag(sources, conv, on_error=on_error, partition_size=partition_size)
+        metadata = {"sources": sources.summary(), "converter": conv.name,
+                    "options": {"on_error": on_error, "encoding_errors": encoding_errors}}
         if on_start:
             on_start(session, sources, bag.npartitions)
         manifest = write_shards(bag, output, shard_size=shard_size, format=format, schema=schema,

@@ -43,7 +43,8 @@ class Sources(Sequence):
     """The sorted, de-duplicated sources of a run, and what was left out.
 
     ``missing`` lists explicit inputs that do not exist (or globs that matched
-    nothing); ``excluded`` counts files dropped by the exclude list.
+    nothing); ``excluded`` counts files dropped by the exclude list (local
+    directories it excludes are not walked, and their files not counted).
     """
 
     items: tuple[Source, ...]
@@ -112,7 +113,7 @@ def discover(
     found: dict[str, Source] = {}
     missing: list[str] = []
     for inp in _as_list(inputs):
-        for source in _expand(inp, suffixes, storage_options, missing):
+        for source in _expand(inp, suffixes, storage_options, missing, patterns):
             found.setdefault(source.path, source)
     kept = [s for s in found.values() if not _excluded(s.path, patterns)]
     return Sources(tuple(sorted(kept)), tuple(missing), len(found) - len(kept), storage_options)
@@ -194,9 +195,9 @@ def _keep(path: str, suffixes: tuple[str, ...]) -> bool:
     return name.endswith(tuple(s.lower() for s in suffixes))
 
 
-def _expand(inp: str, suffixes, storage_options, missing) -> Iterable[Source]:
+def _expand(inp: str, suffixes, storage_options, missing, patterns=()) -> Iterable[Source]:
     if inp.startswith("@"):
-        yield from _expand_list(inp[1:], suffixes, storage_options, missing)
+        yield from _expand_list(inp[1:], suffixes, storage_options, missing, patterns)
         return
     fs, root = url_to_fs(inp, **storage_options)
     local = isinstance(fs, LocalFileSystem)
@@ -209,6 +210,8 @@ def _expand(inp: str, suffixes, storage_options, missing) -> Iterable[Source]:
         for info in infos:
             if _keep(info["name"], suffixes) and not _hidden(info["name"], static, root):
                 yield Source(name(info["name"]), int(info["size"] or 0))
+    elif local and os.path.isdir(root):
+        yield from _walk_local(root, suffixes, patterns)
     elif fs.isdir(root):
         for path, info in fs.find(root, detail=True, withdirs=False).items():
             if info.get("type") == "file" and _keep(path, suffixes) and not _hidden(path, root):
@@ -219,7 +222,22 @@ def _expand(inp: str, suffixes, storage_options, missing) -> Iterable[Source]:
         missing.append(inp)
 
 
-def _expand_list(list_path: str, suffixes, storage_options, missing) -> Iterable[Source]:
+def _walk_local(root: str, suffixes, patterns) -> Iterable[Source]:
+    """Walk a local tree, not descending into hidden or excluded directories."""
+    for dirpath, dirnames, filenames in os.walk(os.path.abspath(root)):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")
+                       and not _excluded(os.path.join(dirpath, d) + "/", patterns)]
+        for name in filenames:
+            path = os.path.join(dirpath, name)
+            if name.startswith(".") or not _keep(path, suffixes):
+                continue
+            try:
+                yield Source(path, os.stat(path).st_size)
+            except OSError:  # a broken link: its conversion reports the error
+                yield Source(path, 0)
+
+
+def _expand_list(list_path: str, suffixes, storage_options, missing, patterns) -> Iterable[Source]:
     try:
         with fsspec.open(list_path, "rt", encoding="utf-8", **storage_options) as f:
             entries = [line.strip() for line in f.read().splitlines()]
@@ -232,4 +250,4 @@ def _expand_list(list_path: str, suffixes, storage_options, missing) -> Iterable
             continue
         if not (_is_url(entry) or os.path.isabs(entry)):
             entry = posixpath.join(base, entry) if _is_url(list_path) else os.path.join(base, entry)
-        yield from _expand(entry, suffixes, storage_options, missing)
+        yield from _expand(entry, suffixes, storage_options, missing, patterns)

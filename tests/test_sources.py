@@ -54,7 +54,7 @@ def test_exclude_file_with_trailing_whitespace_and_crlf(tree):
     ex = write(tree / "exclude.lst", "x.txt  \r\n" + str(tree / "a" / "b") + "\r\n*.gz\n")
     s = dp.discover(tree / "a", exclude=str(ex))
     assert names(s, tree) == []
-    assert s.excluded == 4
+    assert s.excluded == 2  # x.txt and y.txt.gz; the excluded folder a/b is not even walked
 
 
 def test_exclude_as_list_of_patterns(tree):
@@ -65,6 +65,12 @@ def test_exclude_as_list_of_patterns(tree):
 def test_missing_exclude_file_is_a_clear_error(tree):
     with pytest.raises(FileNotFoundError, match="exclude list .*nope.lst"):
         dp.discover(tree, exclude=str(tree / "nope.lst"))
+
+
+def test_broken_symlink_is_kept_for_conversion_to_report(tree):
+    (tree / "a" / "dangling.txt").symlink_to(tree / "gone.txt")
+    s = dp.discover(tree / "a", suffixes=".txt")
+    assert "a/dangling.txt" in names(s, tree)
 
 
 def test_fsspec_url(tree):
