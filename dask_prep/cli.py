@@ -48,15 +48,15 @@ def _progress(quiet: bool):
                        f"{', '.join(sources.missing[:5])}", err=True)
         from tqdm.auto import tqdm
         state["bar"] = tqdm(total=npartitions, unit="part", file=sys.stderr, dynamic_ncols=True)
-        state["records"] = state["shards"] = 0
+        state["records"] = state["errors"] = 0
 
     def on_partition(result, done, total):
         bar = state.get("bar")
         if bar is None:
             return
         state["records"] += result.records
-        state["shards"] += len(result.shards)
-        bar.set_postfix(records=f"{state['records']:,}", shards=state["shards"], refresh=False)
+        state["errors"] += len(result.errors)
+        bar.set_postfix(records=f"{state['records']:,}", errors=state["errors"], refresh=False)
         bar.update(done - bar.n)
 
     def close():
@@ -120,16 +120,31 @@ def main(verbose):
 @click.option("--scheduler", help="address of a running Dask scheduler, e.g. tcp://host:8786")
 @click.option("--workers", type=click.IntRange(min=1), help="local worker processes (default: one per core)")
 @click.option("--overwrite", is_flag=True, help="write into a folder holding other files, or replace a dataset")
+@click.option("--max-errors", callback=lambda ctx, p, v: _max_errors(v),
+              help="fail when more sources than this fail: a count (10) or a fraction (0.05); "
+                   "default: fail only if every source failed")
 @click.option("-q", "--quiet", is_flag=True, help="print only the summary")
 def run_cmd(inputs, output, converter, format_, shard_size, exclude, suffixes, on_error,
-            encoding_errors, partition_size, scheduler, workers, overwrite, quiet):
+            encoding_errors, partition_size, scheduler, workers, overwrite, max_errors, quiet):
     """Convert INPUT... (files, directories, globs, @lists, URLs) into shards in OUTPUT."""
     if scheduler and workers:
         raise _Usage("give --scheduler or --workers, not both")
     _run(inputs, output, quiet, converter=converter, format=format_, shard_size=shard_size,
          exclude=exclude, suffixes=list(suffixes) or None, on_error=on_error,
          encoding_errors=encoding_errors, partition_size=partition_size, scheduler=scheduler,
-         workers=workers, overwrite=overwrite)
+         workers=workers, overwrite=overwrite, max_errors=max_errors)
+
+
+def _max_errors(value: str | None):
+    if value is None:
+        return None
+    try:
+        number = float(value) if "." in value else int(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is neither a count (10) nor a fraction (0.05)") from None
+    if number < 0 or (isinstance(number, float) and number > 1):
+        raise click.BadParameter(f"{value!r}: use a count >= 0 or a fraction within 0..1")
+    return number
 
 
 @main.command()

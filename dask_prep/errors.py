@@ -14,6 +14,8 @@ __all__ = [
     "ManifestError",
     "PickleNotAllowedError",
     "BinaryFileError",
+    "EmptyFileError",
+    "TooManyErrorsError",
     "ConverterNotFoundError",
 ]
 
@@ -51,6 +53,14 @@ class PickleNotAllowedError(DaskPrepError, PermissionError):
 
 class BinaryFileError(DaskPrepError, ValueError):
     """A text converter was given a file that is not text."""
+
+
+class EmptyFileError(DaskPrepError, ValueError):
+    """A document has no content (0 bytes, after decompression)."""
+
+
+class TooManyErrorsError(DaskPrepError, RuntimeError):
+    """More sources failed than ``max_errors`` allows (or every one did)."""
 
 
 class ConverterNotFoundError(DaskPrepError, LookupError):

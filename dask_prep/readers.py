@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import fsspec
 
-from .errors import BinaryFileError
+from .errors import BinaryFileError, EmptyFileError
 from .sources import COMPRESSIONS
 
 __all__ = ["open_bytes", "read_bytes", "read_text", "iter_lines"]
@@ -44,8 +44,15 @@ _LOCAL = {None: open, "gzip": gzip.open, "bz2": bz2.open, "lzma": lzma.open}
 
 
 def read_bytes(path: str) -> bytes:
+    """The whole (decompressed) content; an empty document is an error."""
     with open_bytes(path) as f:
-        return f.read()
+        data = f.read()
+    if not data:
+        raise EmptyFileError(_EMPTY)
+    return data
+
+
+_EMPTY = "empty document (0 bytes after decompression)"
 
 
 def _check_text(data: bytes, path: str, offset: int = 0) -> None:
@@ -90,6 +97,8 @@ def iter_lines(path: str, start: int | None = None, end: int | None = None,
         while end is None or pos < end:
             raw = f.readline()
             if not raw:
+                if lineno == 0:
+                    raise EmptyFileError(_EMPTY)
                 break
             if lineno is not None and pos < _SNIFF:
                 _check_text(raw[: _SNIFF - pos], path, pos)

@@ -85,12 +85,24 @@ class RunResult:
                 f"{self.errors} errors, {self.elapsed:.1f}s)")
 
 
+def _error_limit(max_errors, nsources: int) -> int | None:
+    if max_errors is None:
+        return nsources - 1 if nsources else None
+    if isinstance(max_errors, float):
+        if not 0 <= max_errors <= 1:
+            raise ValueError(f"max_errors as a fraction must be within 0..1, not {max_errors}")
+        return int(max_errors * nsources)
+    if max_errors < 0:
+        raise ValueError(f"max_errors must be >= 0, not {max_errors}")
+    return max_errors
+
+
 def run(inputs, output, *, converter="text", format: str = "parquet", shard_size: int = 10_000,
         schema=None, exclude=None, suffixes=None, on_error: str = "skip",
         encoding_errors: str = "strict", partition_size: int | None = None,
         scheduler: str | None = None, workers: int | None = None, client=None,
         overwrite: bool = False, storage_options: dict | None = None,
-        on_start: Callable | None = None, on_partition: Callable | None = None) -> RunResult:
+        max_errors: int | float | None = None, on_start: Callable | None = None, on_partition: Callable | None = None) -> RunResult:
     """Discover ``inputs``, convert every file on Dask, and write exact shards to ``output``.
 
     Runs on ``client`` if given, else on the cluster at ``scheduler``, else on the
@@ -99,6 +111,10 @@ def run(inputs, output, *, converter="text", format: str = "parquet", shard_size
     those of :func:`discover`, :func:`to_bag` and :func:`write_shards`.
     ``on_start(session, sources, npartitions)`` and ``on_partition(result, done,
     total)`` are progress hooks.
+
+    ``max_errors`` stops the run when more sources than this fail: a count, or a
+    fraction of the sources (``0.05``). By default the run fails only when every
+    source failed, so a broken converter cannot leave an empty "complete" dataset.
 
     Running the same call again resumes an interrupted run, or returns at once
     when the dataset is already complete.
@@ -118,6 +134,7 @@ def run(inputs, output, *, converter="text", format: str = "parquet", shard_size
             logger.warning("%d input(s) not found: %s", len(sources.missing),
                            ", ".join(sources.missing[:5]))
         bag = to_bag(sources, conv, on_error=on_error, partition_size=partition_size)
+        limit = _error_limit(max_errors, len(sources))
         metadata = {"sources": sources.summary(), "converter": conv.name,
                     "options": {"on_error": on_error, "encoding_errors": encoding_errors}}
         if on_start:
@@ -125,7 +142,7 @@ def run(inputs, output, *, converter="text", format: str = "parquet", shard_size
         manifest = write_shards(bag, output, shard_size=shard_size, format=format, schema=schema,
                                 on_error=on_error, overwrite=overwrite,
                                 storage_options=storage_options, metadata=metadata,
-                                on_partition=on_partition)
+                                max_errors=limit, on_partition=on_partition)
     return RunResult(os.fspath(output), manifest, len(sources), list(sources.missing),
                      sources.excluded, time.perf_counter() - t0, session.workers,
                      session.dashboard_link)

@@ -38,9 +38,11 @@ from dask.highlevelgraph import HighLevelGraph
 from . import _tracking
 from ._tracking import SourceError
 from .convert import CONVERT_PREFIX
-from .errors import ConversionError, OutputExistsError, SchemaMismatchError
+from .errors import (ConversionError, OutputExistsError, SchemaMismatchError,
+                     TooManyErrorsError)
 from .formats import (get_format, schema_from_bytes, schema_to_bytes, schema_to_json,
                       unify)
+from .lock import LOCK, RunLock
 from .output import ERRORS, MANIFEST, WORK, OutputDir, check_writable, read_manifest
 
 __all__ = ["write_shards", "ShardInfo", "PartResult", "write_partition"]
@@ -269,7 +271,6 @@ def _fingerprint(bag: db.Bag, fmt: str, shard_size: int, schema) -> str:
 
 def _prepare(out: OutputDir, fingerprint: str, overwrite: bool) -> dict | None:
     """Make ``out`` ready; return the existing manifest when this exact job is complete."""
-    check_writable(out, overwrite)
     if out.exists(MANIFEST):
         try:
             old = read_manifest(out)
@@ -295,8 +296,9 @@ def _prepare(out: OutputDir, fingerprint: str, overwrite: bool) -> dict | None:
                 raise OutputExistsError(
                     f"{out.url} holds an unfinished run with other inputs or options; "
                     "run that command again to resume it, or pass --overwrite to start afresh")
-            out.remove(WORK)
-    out.makedirs(WORK)
+            for name in out.listdir(WORK):
+                if f"{WORK}/{name}" != LOCK:
+                    out.remove(f"{WORK}/{name}")
     out.write_json(f"{WORK}/run.json", {"fingerprint": fingerprint})
     return None
 
@@ -332,7 +334,7 @@ def _write_tasks(bag: db.Bag, spec: WriteSpec) -> list:
 def write_shards(bag: db.Bag, output, *, shard_size: int = 10_000, format: str = "parquet",
                  schema=None, on_error: str = "skip", overwrite: bool = False,
                  storage_options: dict | None = None, metadata: dict | None = None,
-                 on_partition: Callable | None = None) -> dict:
+                 max_errors: int | None = None, on_partition: Callable | None = None) -> dict:
     """Write the records of ``bag`` to ``output`` as exact shards; return the manifest.
 
     Every shard holds exactly ``shard_size`` records except the last one. The
@@ -357,6 +359,11 @@ def write_shards(bag: db.Bag, output, *, shard_size: int = 10_000, format: str =
         deleted), or replace an earlier dataset.
     metadata
         Extra manifest fields (``run`` passes ``sources`` and ``converter``).
+    max_errors
+        Stop with :class:`~dask_prep.errors.TooManyErrorsError` as soon as more
+        than this many sources have failed (bad items inside a source, reported
+        with a line number, do not count). Finished partitions are kept, so the
+        same call with a higher limit resumes.
     on_partition
         Called with each :class:`PartResult` as partitions finish (progress).
 
@@ -377,10 +384,18 @@ def write_shards(bag: db.Bag, output, *, shard_size: int = 10_000, format: str =
     t0 = time.perf_counter()
     out = OutputDir(output, storage_options)
     fingerprint = _fingerprint(bag, format, shard_size, schema)
-    existing = _prepare(out, fingerprint, overwrite)
-    if existing is not None:
-        logger.info("%s is already complete; nothing to do", out.url)
-        return existing
+    check_writable(out, overwrite)
+    with RunLock(out):
+        existing = _prepare(out, fingerprint, overwrite)
+        if existing is not None:
+            logger.info("%s is already complete; nothing to do", out.url)
+            return existing
+        return _write(bag, out, fingerprint, format, shard_size, schema, on_error, metadata,
+                      max_errors, on_partition, t0)
+
+
+def _write(bag, out, fingerprint, format, shard_size, schema, on_error, metadata, max_errors,
+           on_partition, t0) -> dict:
     layers = tuple(k for k in bag.dask.layers if k.startswith(CONVERT_PREFIX))
     spec = WriteSpec(out, format, shard_size, schema, on_error, layers)
     n = bag.npartitions
@@ -396,9 +411,13 @@ def write_shards(bag: db.Bag, output, *, shard_size: int = 10_000, format: str =
             kind, message = res.fatal
             raise {"ConversionError": ConversionError}.get(kind, SchemaMismatchError)(message)
         done[res.index] = res
+        if max_errors is not None:
+            _check_errors(out, [done[i] for i in sorted(done)], max_errors)
         if on_partition:
             on_partition(res, len(done), n)
 
+    if max_errors is not None:
+        _check_errors(out, [done[i] for i in sorted(done)], max_errors)
     execute([parts[i] for i in todo], record)
     results = [done[i] for i in range(n)]
     manifest = _commit(spec, results, fingerprint)
@@ -408,6 +427,24 @@ def write_shards(bag: db.Bag, output, *, shard_size: int = 10_000, format: str =
     out.write_json(MANIFEST, manifest)
     out.remove(WORK)
     return manifest
+
+
+def _check_errors(out: OutputDir, results: list[PartResult], max_errors: int) -> None:
+    failed = [e for r in results for e in r.errors if e.line is None]
+    if len(failed) <= max_errors:
+        return
+    _write_errors(out, results)
+    first = failed[0]
+    raise TooManyErrorsError(
+        f"{len(failed)} sources failed, more than max_errors={max_errors} (first: {first.path}: "
+        f"{first.error}: {first.message}); see {out.path(ERRORS)}. Finished partitions are kept: "
+        "fix the inputs or converter, or allow more errors, and run again to resume")
+
+
+def _write_errors(out: OutputDir, results: list[PartResult]) -> int:
+    errors = sorted((e for r in results for e in r.errors), key=lambda e: (e.path, e.line or 0))
+    out.write_atomic(ERRORS, "".join(json.dumps(e.to_dict()) + "\n" for e in errors).encode())
+    return len(errors)
 
 
 def _commit(spec: WriteSpec, results: list[PartResult], fingerprint: str) -> dict:
@@ -434,12 +471,11 @@ def _commit(spec: WriteSpec, results: list[PartResult], fingerprint: str) -> dic
             out.replace(info.file, name)
         final.append({"file": name, "records": info.records, "bytes": info.bytes,
                       "sha256": info.sha256})
-    errors = sorted((e for r in results for e in r.errors), key=lambda e: (e.path, e.line or 0))
-    out.write_atomic(ERRORS, "".join(json.dumps(e.to_dict()) + "\n" for e in errors).encode())
+    nerrors = _write_errors(out, results)
     return {
         "version": 1, "format": spec.format, "shard_size": spec.shard_size,
         "total_records": sum(s["records"] for s in final), "shards": final,
-        "schema": schema_to_json(schema), "errors": len(errors),
+        "schema": schema_to_json(schema), "errors": nerrors,
         "partitions": len(results), "fingerprint": fingerprint,
         "created_by": f"dask-prep {_version()}",
     }

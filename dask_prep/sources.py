@@ -13,6 +13,7 @@ import fnmatch
 import hashlib
 import os
 import posixpath
+import stat
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -211,7 +212,7 @@ def _expand(inp: str, suffixes, storage_options, missing, patterns=()) -> Iterab
             if _keep(info["name"], suffixes) and not _hidden(info["name"], static, root):
                 yield Source(name(info["name"]), int(info["size"] or 0))
     elif local and os.path.isdir(root):
-        yield from _walk_local(root, suffixes, patterns)
+        yield from _walk_local(root, suffixes, patterns, missing)
     elif fs.isdir(root):
         for path, info in fs.find(root, detail=True, withdirs=False).items():
             if info.get("type") == "file" and _keep(path, suffixes) and not _hidden(path, root):
@@ -222,8 +223,12 @@ def _expand(inp: str, suffixes, storage_options, missing, patterns=()) -> Iterab
         missing.append(inp)
 
 
-def _walk_local(root: str, suffixes, patterns) -> Iterable[Source]:
-    """Walk a local tree, not descending into hidden or excluded directories."""
+def _walk_local(root: str, suffixes, patterns, missing: list) -> Iterable[Source]:
+    """Walk a local tree, not descending into hidden or excluded directories.
+
+    FIFOs, sockets and devices are reported in ``missing`` (opening a FIFO would
+    block a worker forever); a broken link is kept for its conversion to report.
+    """
     for dirpath, dirnames, filenames in os.walk(os.path.abspath(root)):
         dirnames[:] = [d for d in dirnames if not d.startswith(".")
                        and not _excluded(os.path.join(dirpath, d) + "/", patterns)]
@@ -232,9 +237,14 @@ def _walk_local(root: str, suffixes, patterns) -> Iterable[Source]:
             if name.startswith(".") or not _keep(path, suffixes):
                 continue
             try:
-                yield Source(path, os.stat(path).st_size)
+                st = os.stat(path)
             except OSError:  # a broken link: its conversion reports the error
                 yield Source(path, 0)
+                continue
+            if stat.S_ISREG(st.st_mode):
+                yield Source(path, st.st_size)
+            else:
+                missing.append(f"{path} (not a regular file)")
 
 
 def _expand_list(list_path: str, suffixes, storage_options, missing, patterns) -> Iterable[Source]:

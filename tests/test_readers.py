@@ -5,7 +5,7 @@ import pytest
 import zstandard
 from hypothesis import given, settings, strategies as st
 
-from dask_prep.errors import BinaryFileError
+from dask_prep.errors import BinaryFileError, EmptyFileError
 from dask_prep.readers import iter_lines, read_text
 from conftest import write
 
@@ -53,7 +53,8 @@ def test_corrupt_gzip_raises(tmp_path):
 
 
 @settings(max_examples=60, deadline=None)
-@given(lines=st.lists(st.text(alphabet="ab é\n", max_size=12), max_size=30),
+@given(lines=st.lists(st.text(alphabet="ab é\n", max_size=12), min_size=1, max_size=30)
+       .filter(lambda ls: "".join(ls)),
        cuts=st.lists(st.integers(min_value=0, max_value=400), max_size=6))
 def test_byte_ranges_tile_a_file_into_every_line_once(tmp_path_factory, lines, cuts):
     data = "\n".join(lines).encode()
@@ -63,6 +64,16 @@ def test_byte_ranges_tile_a_file_into_every_line_once(tmp_path_factory, lines, c
     pieces = [line for a, b in zip(bounds, bounds[1:]) for _, line in iter_lines(str(p), a, b)]
     assert pieces == [line for _, line in iter_lines(str(p))]
     assert pieces == data.decode().splitlines()
+
+
+@pytest.mark.parametrize("name", ["empty.txt", "empty.txt.gz"])
+def test_empty_documents_are_errors(tmp_path, name):
+    p = tmp_path / name
+    p.write_bytes(b"")  # a zero-byte .gz is not even a valid gzip file
+    with pytest.raises(EmptyFileError, match="empty document"):
+        read_text(str(p))
+    with pytest.raises(EmptyFileError):
+        list(iter_lines(str(p)))
 
 
 def test_line_numbers_only_from_start(tmp_path):
