@@ -28,7 +28,7 @@ import logging
 import pickle
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import dask
 import dask.bag as db
@@ -99,6 +99,7 @@ class WriteSpec:
     schema: object
     on_error: str
     convert_layers: tuple
+    schema_is_hint: bool = False  # start from ``schema`` but let records widen it
 
 
 def _marker(index: int) -> str:
@@ -120,6 +121,8 @@ class _PartitionWriter:
     def __init__(self, spec: WriteSpec, index: int):
         self.spec, self.index = spec, index
         self.fmt = get_format(spec.format, spec.schema)
+        if spec.schema_is_hint:
+            self.fmt.fixed = False
         self.result = PartResult(index)
         self.pending: list = []
         self.npending = 0
@@ -407,9 +410,7 @@ def _write(bag, out, fingerprint, format, shard_size, schema, on_error, metadata
 
     def record(res_list):
         res = res_list[0]
-        if res.fatal:
-            kind, message = res.fatal
-            raise {"ConversionError": ConversionError}.get(kind, SchemaMismatchError)(message)
+        _raise_fatal(res)
         done[res.index] = res
         if max_errors is not None:
             _check_errors(out, [done[i] for i in sorted(done)], max_errors)
@@ -419,6 +420,7 @@ def _write(bag, out, fingerprint, format, shard_size, schema, on_error, metadata
     if max_errors is not None:
         _check_errors(out, [done[i] for i in sorted(done)], max_errors)
     execute([parts[i] for i in todo], record)
+    _redo_conflicts(bag, spec, done)
     results = [done[i] for i in range(n)]
     manifest = _commit(spec, results, fingerprint)
     manifest.update(metadata or {})
@@ -427,6 +429,41 @@ def _write(bag, out, fingerprint, format, shard_size, schema, on_error, metadata
     out.write_json(MANIFEST, manifest)
     out.remove(WORK)
     return manifest
+
+
+def _raise_fatal(res: PartResult) -> None:
+    if res.fatal:
+        kind, message = res.fatal
+        raise {"ConversionError": ConversionError}.get(kind, SchemaMismatchError)(message)
+
+
+def _redo_conflicts(bag: db.Bag, spec: WriteSpec, done: dict) -> None:
+    """Redo the partitions whose records' types clash with earlier partitions'.
+
+    Within a partition a clashing source is dropped as it arrives; across
+    partitions the clash shows only now. Walking the partitions in order, the
+    first schema wins (deterministic); each clashing partition is converted
+    again starting from it, so only its offending sources are dropped.
+    """
+    if not get_format(spec.format).has_schema or spec.schema is not None:
+        return
+    accumulated, redo = None, []
+    for i in sorted(done):
+        schema = done[i].schema
+        if schema is None:
+            continue
+        try:
+            accumulated = schema if accumulated is None else unify([accumulated, schema])
+        except SchemaMismatchError:
+            redo.append(i)  # with on_error="raise", the redo stops at the source, by name
+    if not redo:
+        return
+    logger.info("redoing %d partition(s) whose types clash with earlier ones", len(redo))
+    hinted = replace(spec, schema=accumulated, schema_is_hint=True)
+    tasks = _write_tasks(bag, hinted)
+    for res_list in execute([tasks[i] for i in redo]):
+        _raise_fatal(res_list[0])
+        done[res_list[0].index] = res_list[0]
 
 
 def _check_errors(out: OutputDir, results: list[PartResult], max_errors: int) -> None:

@@ -79,19 +79,21 @@ def test_schema_widened_across_partitions_and_shards_rewritten(tmp_path):
     assert dp.verify(tmp_path).ok
 
 
-def test_conflicting_types_are_an_error_naming_the_file_and_field(tmp_path):
+@pytest.mark.parametrize("partition_size", [None, 5000], ids=["same-partition", "own-partitions"])
+def test_conflicting_types_are_an_error_naming_the_file_and_field(tmp_path, partition_size):
     write(tmp_path / "in" / "a.jsonl", '{"n": 1}\n{"n": 2}\n')
     write(tmp_path / "in" / "b.jsonl", '{"n": "two"}\n')
     write(tmp_path / "in" / "c.jsonl", '{"n": 3}\n')
-    bag = dp.to_bag(dp.discover(tmp_path / "in"), "jsonl")
+    bag = dp.to_bag(dp.discover(tmp_path / "in"), "jsonl", partition_size=partition_size)
+    assert bag.npartitions == (1 if partition_size is None else 3)
     m = dp.write_shards(bag, tmp_path / "out", shard_size=10)
     assert m["total_records"] == 3
     errors = dp.open(tmp_path / "out").errors()
     assert len(errors) == 1 and errors[0]["path"].endswith("b.jsonl")
     assert "'n'" in errors[0]["message"] and errors[0]["error"] == "SchemaMismatchError"
     with pytest.raises(dp.SchemaMismatchError, match=r"b\.jsonl.*'n'"):
-        dp.write_shards(dp.to_bag(dp.discover(tmp_path / "in"), "jsonl"), tmp_path / "out2",
-                        shard_size=10, on_error="raise")
+        dp.write_shards(dp.to_bag(dp.discover(tmp_path / "in"), "jsonl", partition_size=partition_size),
+                        tmp_path / "out2", shard_size=10, on_error="raise")
     assert not (tmp_path / "out2" / "manifest.json").exists()
 
 
