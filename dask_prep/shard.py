@@ -193,8 +193,13 @@ def _write_partition(records, index: int, spec: WriteSpec) -> list[PartResult]:
     errors = _tracking.drain({(layer, index) for layer in spec.convert_layers})
     result = writer.finish(errors)
     result.seconds = round(time.perf_counter() - t0, 3)
-    spec.out.write_json(_marker(index), result.to_json())
+    save_marker(spec.out, result)
     return [result]
+
+
+def save_marker(out: OutputDir, result: PartResult) -> None:
+    """What makes a finished partition survive a killed run (the cost of resuming)."""
+    out.write_json(_marker(result.index), result.to_json())
 
 
 def _rewrite(spec: WriteSpec, info: ShardInfo, schema) -> ShardInfo:
