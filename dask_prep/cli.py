@@ -123,16 +123,32 @@ def main(verbose):
 @click.option("--max-errors", callback=lambda ctx, p, v: _max_errors(v),
               help="fail when more sources than this fail: a count (10) or a fraction (0.05); "
                    "default: fail only if every source failed")
+@click.option("--report", type=click.Path(dir_okay=False), help="write Dask's performance report (HTML) here")
+@click.option("--tls-ca-file", type=click.Path(exists=True, dir_okay=False), help="CA certificate of a TLS scheduler")
+@click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False), help="client certificate (TLS)")
+@click.option("--tls-key", type=click.Path(exists=True, dir_okay=False), help="client private key (TLS)")
 @click.option("-q", "--quiet", is_flag=True, help="print only the summary")
 def run_cmd(inputs, output, converter, format_, shard_size, exclude, suffixes, on_error,
-            encoding_errors, partition_size, scheduler, workers, overwrite, max_errors, quiet):
+            encoding_errors, partition_size, scheduler, workers, overwrite, max_errors, report,
+            tls_ca_file, tls_cert, tls_key, quiet):
     """Convert INPUT... (files, directories, globs, @lists, URLs) into shards in OUTPUT."""
     if scheduler and workers:
         raise _Usage("give --scheduler or --workers, not both")
     _run(inputs, output, quiet, converter=converter, format=format_, shard_size=shard_size,
          exclude=exclude, suffixes=list(suffixes) or None, on_error=on_error,
          encoding_errors=encoding_errors, partition_size=partition_size, scheduler=scheduler,
-         workers=workers, overwrite=overwrite, max_errors=max_errors)
+         workers=workers, overwrite=overwrite, max_errors=max_errors, report=report,
+         security=_security(tls_ca_file, tls_cert, tls_key), progress=False)
+
+
+def _security(ca_file, cert, key):
+    if not (ca_file or cert or key):
+        return None
+    if not (ca_file and cert and key):
+        raise _Usage("TLS needs all three of --tls-ca-file, --tls-cert and --tls-key")
+    from distributed import Security
+    return Security(tls_ca_file=ca_file, tls_client_cert=cert, tls_client_key=key,
+                    require_encryption=True)
 
 
 def _max_errors(value: str | None):

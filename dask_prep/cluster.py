@@ -51,6 +51,9 @@ def dask_session(*, client=None, scheduler: str | None = None, workers: int | No
     if scheduler is not None:
         if workers is not None:
             raise ValueError("give either a scheduler address or a number of workers, not both")
+        if scheduler.startswith("tls://") and security is None:
+            raise ValueError(f"the scheduler {scheduler} speaks TLS: pass --tls-ca-file, --tls-cert "
+                             "and --tls-key (in Python: security=distributed.Security(...))")
         try:
             c = Client(scheduler, timeout=timeout, security=security)
         except (OSError, TimeoutError) as exc:

@@ -16,6 +16,7 @@ import os
 from collections.abc import Iterable, Iterator
 
 import dask.bag as db
+import fsspec.config
 from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph
 
@@ -37,7 +38,7 @@ ON_ERROR = ("skip", "raise")
 
 def to_bag(sources: Sources | str | os.PathLike | Iterable, converter="text", *,
            on_error: str = "skip", partition_size: int | None = None,
-           encoding_errors: str = "strict") -> db.Bag:
+           encoding_errors: str = "strict", storage_options: dict | None = None) -> db.Bag:
     """A :class:`dask.bag.Bag` of the records ``converter`` makes from ``sources``.
 
     Parameters
@@ -56,21 +57,26 @@ def to_bag(sources: Sources | str | os.PathLike | Iterable, converter="text", *,
         Bytes of input a partition (one task) should hold; automatic by default.
     encoding_errors
         ``"strict"`` or ``"replace"``, for invalid UTF-8 in built-in converters.
+    storage_options
+        For remote sources (default: those ``discover`` was given). They are set
+        as fsspec's defaults for the sources' protocol inside each task, so a
+        converter that simply calls ``fsspec.open(path)`` reaches the store too.
     """
     if on_error not in ON_ERROR:
         raise ValueError(f"on_error must be one of {ON_ERROR}, not {on_error!r}")
     conv = resolve_converter(converter, encoding_errors=encoding_errors)
     if not isinstance(sources, Sources):
-        sources = discover(sources)
+        sources = discover(sources, storage_options=storage_options)
+    options = dict(storage_options or sources.storage_options or {})
     parts = plan_partitions(sources, partition_size=partition_size, splittable=conv.splittable)
-    name = CONVERT_PREFIX + tokenize(parts, conv, on_error)
-    dsk = {(name, i): (convert_partition, list(pieces), conv, on_error, name, i)
+    name = CONVERT_PREFIX + tokenize(parts, conv, on_error, options)
+    dsk = {(name, i): (convert_partition, list(pieces), conv, on_error, name, i, options)
            for i, pieces in enumerate(parts)}
     return db.Bag(HighLevelGraph.from_collections(name, dsk, dependencies=[]), name, len(parts))
 
 
 def convert_partition(pieces: list[Piece], conv: Converter, on_error: str,
-                      name: str, index: int) -> Iterator:
+                      name: str, index: int, storage_options: dict | None = None) -> Iterator:
     """Yield the records of every piece that converts; report the ones that fail.
 
     A piece's records are yielded only after its conversion finished without
@@ -78,6 +84,7 @@ def convert_partition(pieces: list[Piece], conv: Converter, on_error: str,
     """
     tag = (name, index)
     _tracking.start_partition(tag)
+    _use_storage_options(pieces, storage_options)
     try:
         for piece in pieces:
             records = _convert_one(piece, conv, on_error, tag)
@@ -87,6 +94,13 @@ def convert_partition(pieces: list[Piece], conv: Converter, on_error: str,
                 _tracking.set_source(None)
     finally:
         _tracking.set_source(None)
+
+
+def _use_storage_options(pieces: list[Piece], storage_options: dict | None) -> None:
+    if not storage_options:
+        return
+    for protocol in {p.path.split("://", 1)[0] for p in pieces if "://" in p.path}:
+        fsspec.config.conf[protocol] = {**fsspec.config.conf.get(protocol, {}), **storage_options}
 
 
 def _convert_one(piece: Piece, conv: Converter, on_error: str, tag: tuple) -> list:

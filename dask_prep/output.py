@@ -49,6 +49,11 @@ class OutputDir:
     def path(self, name: str) -> str:
         return f"{self.root.rstrip('/')}/{name}" if name else self.root
 
+    def url_of(self, name: str) -> str:
+        """A path (local) or URL (remote) any fsspec reader can open."""
+        path = self.path(name)
+        return path if self.local else self.fs.unstrip_protocol(path)
+
     def makedirs(self, name: str = "") -> None:
         self.fs.makedirs(self.path(name), exist_ok=True)
 
@@ -70,8 +75,14 @@ class OutputDir:
     def read_bytes(self, name: str) -> bytes:
         return self.fs.cat_file(self.path(name))
 
+    def fresh(self) -> OutputDir:
+        """Forget cached listings: on object stores, workers write behind our back."""
+        if not self.local:
+            self.fs.invalidate_cache()
+        return self
+
     def exists(self, name: str) -> bool:
-        return self.fs.exists(self.path(name))
+        return self.fresh().fs.exists(self.path(name))
 
     def size(self, name: str) -> int:
         return self.fs.size(self.path(name))
@@ -90,7 +101,7 @@ class OutputDir:
     def listdir(self, name: str = "") -> list[str]:
         """Names directly inside folder ``name`` (empty if it does not exist)."""
         path = self.path(name)
-        if not self.fs.isdir(path):
+        if not self.fresh().fs.isdir(path):
             return []
         prefix = path.rstrip("/") + "/"
         return sorted(p[len(prefix):] if p.startswith(prefix) else p.rsplit("/", 1)[-1]

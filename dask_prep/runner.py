@@ -6,7 +6,7 @@ import logging
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -14,6 +14,7 @@ from .cluster import dask_session
 from .convert import to_bag
 from .converters import resolve_converter
 from .output import OutputDir, check_writable
+from . import shard
 from .shard import write_shards
 from .sources import Sources, discover
 
@@ -85,6 +86,33 @@ class RunResult:
                 f"{self.errors} errors, {self.elapsed:.1f}s)")
 
 
+def _in_notebook() -> bool:
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    shell = get_ipython()
+    return shell is not None and "IPKernelApp" in getattr(shell, "config", {})
+
+
+@contextmanager
+def _notebook_progress():
+    """Show Dask's progress widget for the futures ``execute`` submits."""
+    from distributed import progress
+
+    def show(futures):
+        try:
+            progress(futures, notebook=True, multi=False)
+        except Exception as exc:  # no ipywidgets: the run goes on without a widget
+            logger.info("no progress widget: %s", exc)
+
+    token = shard.ON_SUBMIT.set(show)
+    try:
+        yield
+    finally:
+        shard.ON_SUBMIT.reset(token)
+
+
 def _error_limit(max_errors, nsources: int) -> int | None:
     if max_errors is None:
         return nsources - 1 if nsources else None
@@ -102,7 +130,8 @@ def run(inputs, output, *, converter="text", format: str = "parquet", shard_size
         encoding_errors: str = "strict", partition_size: int | None = None,
         scheduler: str | None = None, workers: int | None = None, client=None,
         overwrite: bool = False, storage_options: dict | None = None,
-        max_errors: int | float | None = None, on_start: Callable | None = None, on_partition: Callable | None = None) -> RunResult:
+        max_errors: int | float | None = None, security=None, report: str | None = None,
+        progress: bool | None = None, on_start: Callable | None = None, on_partition: Callable | None = None) -> RunResult:
     """Discover ``inputs``, convert every file on Dask, and write exact shards to ``output``.
 
     Runs on ``client`` if given, else on the cluster at ``scheduler``, else on the
@@ -111,6 +140,10 @@ def run(inputs, output, *, converter="text", format: str = "parquet", shard_size
     those of :func:`discover`, :func:`to_bag` and :func:`write_shards`.
     ``on_start(session, sources, npartitions)`` and ``on_partition(result, done,
     total)`` are progress hooks.
+
+    ``security`` is a :class:`distributed.Security` for a TLS scheduler;
+    ``report`` names an HTML file for Dask's performance report of the run;
+    ``progress`` shows Dask's progress widget (default: inside a notebook only).
 
     ``max_errors`` stops the run when more sources than this fail: a count, or a
     fraction of the sources (``0.05``). By default the run fails only when every
@@ -127,18 +160,24 @@ def run(inputs, output, *, converter="text", format: str = "parquet", shard_size
             # find the files while the cluster's worker processes start
             found = pool.submit(lambda: inputs if isinstance(inputs, Sources) else discover(
                 inputs, suffixes=suffixes, exclude=exclude, storage_options=storage_options))
-            session = stack.enter_context(
-                dask_session(client=client, scheduler=scheduler, workers=workers))
+            session = stack.enter_context(dask_session(
+                client=client, scheduler=scheduler, workers=workers, security=security))
             sources = found.result()
         if sources.missing:
             logger.warning("%d input(s) not found: %s", len(sources.missing),
                            ", ".join(sources.missing[:5]))
-        bag = to_bag(sources, conv, on_error=on_error, partition_size=partition_size)
+        bag = to_bag(sources, conv, on_error=on_error, partition_size=partition_size,
+                     storage_options=storage_options)
         limit = _error_limit(max_errors, len(sources))
         metadata = {"sources": sources.summary(), "converter": conv.name,
                     "options": {"on_error": on_error, "encoding_errors": encoding_errors}}
         if on_start:
             on_start(session, sources, bag.npartitions)
+        if report:
+            from distributed import performance_report
+            stack.enter_context(performance_report(filename=os.fspath(report)))
+        if progress or (progress is None and _in_notebook()):
+            stack.enter_context(_notebook_progress())
         manifest = write_shards(bag, output, shard_size=shard_size, format=format, schema=schema,
                                 on_error=on_error, overwrite=overwrite,
                                 storage_options=storage_options, metadata=metadata,

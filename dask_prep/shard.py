@@ -22,6 +22,7 @@ one (see ``docs/architecture.md``).
 from __future__ import annotations
 
 import base64
+import contextvars
 import hashlib
 import json
 import logging
@@ -239,6 +240,10 @@ def _current_client():
         return None
 
 
+#: Called with the futures ``execute`` submits (e.g. to show a progress widget).
+ON_SUBMIT: contextvars.ContextVar = contextvars.ContextVar("dask_prep_on_submit", default=None)
+
+
 def execute(tasks: list, on_result: Callable | None = None) -> list:
     """Compute delayed ``tasks`` on the current Dask client (or scheduler); keep order.
 
@@ -256,6 +261,8 @@ def execute(tasks: list, on_result: Callable | None = None) -> list:
         return results
     from distributed import as_completed
     futures = client.compute(tasks)
+    if ON_SUBMIT.get() is not None:
+        ON_SUBMIT.get()(futures)
     index = {f.key: i for i, f in enumerate(futures)}
     results = [None] * len(futures)
     try:

@@ -51,7 +51,7 @@ class ShardSet:
     @property
     def files(self) -> list[str]:
         """Full paths (or URLs) of the shards, in order."""
-        return [self.out.path(s["file"]) for s in self.shards]
+        return [self.out.url_of(s["file"]) for s in self.shards]
 
     def __len__(self) -> int:
         return self.manifest["total_records"]
@@ -64,7 +64,7 @@ class ShardSet:
     def schema(self) -> pa.Schema | None:
         if self.format != "parquet" or not self.shards:
             return None
-        with self.out.fs.open(self.files[0], "rb") as f:
+        with self.out.fs.open(self.out.path(self.shards[0]["file"]), "rb") as f:
             return pq.read_schema(f)
 
     def read_shard(self, i: int) -> list:

@@ -91,3 +91,73 @@ def test_unreachable_scheduler_fails_fast_with_a_clear_error(tmp_path):
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 1 and "cannot reach the Dask scheduler at tcp://127.0.0.1:9" in r.stderr
     assert time.time() - t0 < 60
+
+
+def test_dashboard_answers_during_a_run_and_report_is_written(tmp_path):
+    import urllib.request
+    make_corpus(tmp_path / "in", n=10)
+    seen = {}
+
+    def fetch(session, sources, npartitions):  # called once the cluster is up, before the work
+        base = session.dashboard_link.rsplit("/", 1)[0]
+        assert base.startswith("http://127.0.0.1:")
+        seen["health"] = urllib.request.urlopen(base + "/health", timeout=10).read().decode()
+        seen["status"] = urllib.request.urlopen(base + "/status", timeout=10).read().decode()
+
+    dp.run([tmp_path / "in"], tmp_path / "out", workers=1, on_start=fetch,
+           report=tmp_path / "report.html")
+    assert seen["health"] == "ok" and "Dask" in seen["status"] and "<html" in seen["status"].lower()
+    report = (tmp_path / "report.html").read_text()
+    assert "Dask Performance Report" in report and len(report) > 10_000
+
+
+def make_certs(d: Path) -> dict:
+    """A throwaway CA and a certificate for 127.0.0.1 signed by it (openssl)."""
+    def ssl(*args):
+        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=d)
+    ssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem",
+        "-days", "1", "-subj", "/CN=dask-prep test CA")
+    ssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "key.pem", "-out", "req.csr",
+        "-subj", "/CN=127.0.0.1")
+    (d / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1\n")
+    ssl("x509", "-req", "-in", "req.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+        "-out", "cert.pem", "-days", "1", "-extfile", "ext.cnf")
+    return {"ca": str(d / "ca.pem"), "cert": str(d / "cert.pem"), "key": str(d / "key.pem")}
+
+
+@pytest.mark.skipif(not __import__("shutil").which("openssl"), reason="needs openssl")
+def test_tls_only_scheduler(tmp_path):
+    certs = make_certs(tmp_path)
+    tls = ["--tls-ca-file", certs["ca"], "--tls-cert", certs["cert"], "--tls-key", certs["key"]]
+    sfile = tmp_path / "s.json"
+    procs = [subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_scheduler", "--protocol",
+                               "tls", "--host", "127.0.0.1", "--port", "0", "--dashboard-address",
+                               "127.0.0.1:0", "--scheduler-file", str(sfile), *tls],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+    try:
+        deadline = time.time() + 60
+        while not sfile.exists() and time.time() < deadline:
+            time.sleep(0.1)
+        address = json.loads(sfile.read_text())["address"]
+        assert address.startswith("tls://")
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "distributed.cli.dask_worker", address, "--nworkers", "1",
+             "--nthreads", "1", "--host", "127.0.0.1", "--no-dashboard", *tls],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp_path))
+        make_corpus(tmp_path / "in", n=6)
+        base = dask_prep_cli() + ["run", str(tmp_path / "in"), "--scheduler", address, "-q"]
+        plain = subprocess.run(base + ["-o", str(tmp_path / "o1")], capture_output=True, text=True,
+                               timeout=120)
+        assert plain.returncode == 1 and "speaks TLS: pass --tls-ca-file" in plain.stderr
+        secure = subprocess.run(base + ["-o", str(tmp_path / "o2"), *tls], capture_output=True,
+                                text=True, timeout=120)
+        assert secure.returncode == 0, secure.stderr
+        assert dp.open(tmp_path / "o2").manifest["total_records"] == 6
+    finally:
+        for p in reversed(procs):
+            p.send_signal(signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                p.kill()
