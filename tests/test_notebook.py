@@ -1,0 +1,25 @@
+"""notebooks/quickstart.ipynb runs from top to bottom on a real kernel."""
+from pathlib import Path
+
+import pytest
+
+nbformat = pytest.importorskip("nbformat")
+nbclient = pytest.importorskip("nbclient")
+pytest.importorskip("ipykernel")
+pytest.importorskip("matplotlib")
+
+NOTEBOOK = Path(__file__).parents[1] / "notebooks" / "quickstart.ipynb"
+
+
+@pytest.mark.timeout(300)
+def test_quickstart_notebook_runs(tmp_path):
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code"), "outputs committed"
+    nbclient.NotebookClient(nb, timeout=240, kernel_name="python3",
+                            resources={"metadata": {"path": str(tmp_path)}}).execute()
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+    assert not [o for o in outputs if o.output_type == "error"]
+    html = [o["data"]["text/html"] for o in outputs if "text/html" in o.get("data", {})]
+    assert any("records" in h and "<table>" in h for h in html), "run summary table missing"
+    assert any("image/png" in o.get("data", {}) for o in outputs), "no plot"
+    assert (tmp_path / "quickstart-out" / "manifest.json").exists()
