@@ -161,3 +161,16 @@ def test_tls_only_scheduler(tmp_path):
                 p.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 p.kill()
+
+
+def test_cli_file_converter_on_real_cluster(real_cluster, tmp_path):
+    conv = tmp_path / "mine" / "conv.py"  # workers run elsewhere and cannot import this file
+    conv.parent.mkdir()
+    conv.write_text("def sizes(path):\n    return [{'bytes': len(open(path, 'rb').read())}]\n")
+    make_corpus(tmp_path / "in", n=5)
+    r = subprocess.run(dask_prep_cli() + ["run", str(tmp_path / "in"), "-o", str(tmp_path / "out"),
+                                          "--converter", f"{conv}:sizes", "--scheduler", real_cluster,
+                                          "-q"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert sorted(x["bytes"] for x in dp.open(tmp_path / "out")) == sorted(
+        p.stat().st_size for p in (tmp_path / "in").rglob("*.txt*"))
