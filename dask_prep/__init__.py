@@ -13,7 +13,7 @@ from .errors import (ConversionError, ConverterNotFoundError, DaskPrepError, Man
 from .formats import register_format
 from .plan import plan_partitions
 from .runner import RunResult, run
-from .shard import write_shards
+from .write import write_shards
 from .shardset import ShardSet, VerifyReport, open, verify
 from .sources import Source, Sources, discover
 

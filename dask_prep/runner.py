@@ -14,8 +14,8 @@ from .cluster import dask_session
 from .convert import to_bag
 from .converters import resolve_converter
 from .output import OutputDir, check_writable
-from . import shard
-from .shard import write_shards
+from .execute import ON_SUBMIT
+from .write import write_shards
 from .sources import Sources, discover
 
 __all__ = ["run", "RunResult"]
@@ -106,11 +106,11 @@ def _notebook_progress():
         except Exception as exc:  # no ipywidgets: the run goes on without a widget
             logger.info("no progress widget: %s", exc)
 
-    token = shard.ON_SUBMIT.set(show)
+    token = ON_SUBMIT.set(show)
     try:
         yield
     finally:
-        shard.ON_SUBMIT.reset(token)
+        ON_SUBMIT.reset(token)
 
 
 def _error_limit(max_errors, nsources: int) -> int | None:
