@@ -97,7 +97,7 @@ def main(verbose):
     # cluster start/stop chatter only when asked (-vv).
     import distributed  # noqa: F401  (so its logging set-up runs before ours)
     for name in ("distributed", "tornado"):
-        logging.getLogger(name).setLevel(logging.DEBUG if verbose >= 2 else logging.WARNING)
+        logging.getLogger(name).setLevel([logging.ERROR, logging.WARNING, logging.DEBUG][min(verbose, 2)])
     # bokeh warns that the dashboard accepts any Host header; it listens on 127.0.0.1 only
     logging.getLogger("bokeh").setLevel(logging.DEBUG if verbose >= 2 else logging.ERROR)
 

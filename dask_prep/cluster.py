@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -32,6 +34,18 @@ def _nworkers(client) -> int:
         return len(client.scheduler_info(n_workers=-1)["workers"])
     except TypeError:
         return len(client.scheduler_info()["workers"])
+
+
+@contextmanager
+def _sigint_ignored():
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 @contextmanager
@@ -73,11 +87,15 @@ def dask_session(*, client=None, scheduler: str | None = None, workers: int | No
         yield Session(current, current.dashboard_link, False, _nworkers(current))
         return
     n = workers or default_workers()
-    # workers import the writer (pyarrow and all) while they start, which
-    # overlaps with discovery, instead of inside the first tasks
-    cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                           host="127.0.0.1", dashboard_address="127.0.0.1:0",
-                           memory_limit=memory_limit, preload=["dask_prep.shard"])
+    # Workers import the writer (pyarrow and all) while they start, which
+    # overlaps with discovery, instead of inside the first tasks. They start
+    # with Ctrl-C ignored: a terminal sends SIGINT to the whole process group,
+    # and only this process should react (by closing the cluster).
+    with _sigint_ignored():
+        cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
+                               host="127.0.0.1", dashboard_address="127.0.0.1:0",
+                               memory_limit=memory_limit, preload=["dask_prep.shard"],
+                               silence_logs=logging.ERROR)
     try:
         c = Client(cluster)
         port = cluster.scheduler.http_server.port if cluster.scheduler.http_server else None

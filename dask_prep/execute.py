@@ -38,15 +38,18 @@ def execute(tasks: list, on_result: Callable | None = None) -> list:
     futures = client.compute(tasks)
     if ON_SUBMIT.get() is not None:
         ON_SUBMIT.get()(futures)
-    index = {f.key: i for i, f in enumerate(futures)}
+    pending = {f.key: (i, f) for i, f in enumerate(futures)}
     results = [None] * len(futures)
-    try:
-        for fut, res in as_completed(futures, with_results=True):
-            results[index[fut.key]] = res
+    done = as_completed(futures, with_results=True)
+    del futures  # hold each future only until its result is in: a result lost with
+    try:         # a worker afterwards is not recomputed
+        for fut, res in done:
+            i, _ = pending.pop(fut.key)
+            results[i] = res
+            del fut
             if on_result:
                 on_result(res)
     finally:
-        for f in futures:
-            if not f.done():
-                f.cancel()
+        for _, f in pending.values():
+            f.cancel()
     return results

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import logging
 import pickle
 import time
@@ -150,6 +151,10 @@ def write_partition(records, index: int, spec: WriteSpec) -> list[PartResult]:
     A failure that ``on_error="raise"`` asked for comes back as data (``fatal``),
     so the client raises it as one clear error instead of a worker traceback.
     """
+    if not spec.schema_is_hint:
+        done = load_marker(spec.out, index)
+        if done is not None:  # finished before: a retry after a lost worker, or a resume
+            return [done]     # the records (a lazy generator) are never pulled: no conversion
     try:
         return _write_partition(records, index, spec)
     except (ConversionError, SchemaMismatchError) as exc:
@@ -181,6 +186,16 @@ def _write_partition(records, index: int, spec: WriteSpec) -> list[PartResult]:
 def save_marker(out: OutputDir, result: PartResult) -> None:
     """What makes a finished partition survive a killed run (the cost of resuming)."""
     out.write_json(_marker(result.index), result.to_json())
+
+
+def load_marker(out: OutputDir, index: int) -> PartResult | None:
+    """The saved result of partition ``index``, if it and all its files exist."""
+    try:
+        res = PartResult.from_json(json.loads(out.read_bytes(_marker(index))))
+    except (FileNotFoundError, ValueError, KeyError, TypeError):
+        return None
+    files = [s.file for s in res.shards] + ([res.remainder.file] if res.remainder else [])
+    return res if res.index == index and all(out.exists(f) for f in files) else None
 
 def write_tasks(bag: db.Bag, spec: WriteSpec) -> list:
     """One delayed write per partition, fused with the bag's chain into one task.

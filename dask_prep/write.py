@@ -16,7 +16,7 @@ from .execute import execute
 from .formats import get_format
 from .lock import LOCK, RunLock
 from .output import ERRORS, MANIFEST, WORK, OutputDir, check_writable, read_manifest
-from .shard import ON_ERROR, PartResult, WriteSpec, write_tasks
+from .shard import ON_ERROR, PartResult, WriteSpec, load_marker, write_tasks
 
 __all__ = ["write_shards"]
 
@@ -63,17 +63,10 @@ def _prepare(out: OutputDir, fingerprint: str, overwrite: bool) -> dict | None:
     return None
 
 def _finished_parts(out: OutputDir, n: int) -> dict[int, PartResult]:
-    done = {}
-    for name in out.listdir(WORK):
-        if name.startswith("p") and name.endswith(".json"):
-            try:
-                res = PartResult.from_json(json.loads(out.read_bytes(f"{WORK}/{name}")))
-            except (ValueError, KeyError, TypeError):
-                continue
-            files = [s.file for s in res.shards] + ([res.remainder.file] if res.remainder else [])
-            if res.index < n and all(out.exists(f) for f in files):
-                done[res.index] = res
-    return done
+    names = set(out.listdir(WORK))
+    found = (load_marker(out, i) for i in range(n) if f"p{i:05d}.json" in names)
+    return {res.index: res for res in found if res is not None}
+
 
 def write_shards(bag: db.Bag, output, *, shard_size: int = 10_000, format: str = "parquet",
                  schema=None, on_error: str = "skip", overwrite: bool = False,

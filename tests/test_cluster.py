@@ -1,49 +1,20 @@
 """Execution: a real `dask scheduler` + `dask worker` cluster, a notebook's client,
 callables from the user's own code, and unreachable schedulers."""
-import json
 import os
-import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
 import dask_prep as dp
-from conftest import dask_prep_cli, make_corpus
+from conftest import dask_prep_cli, dask_processes, make_corpus
 
 
 @pytest.fixture(scope="module")
 def real_cluster(tmp_path_factory):
-    """`dask scheduler` and `dask worker` processes on loopback, always torn down."""
-    d = tmp_path_factory.mktemp("cluster")
-    sfile = d / "scheduler.json"
-    dask = [sys.executable, "-m", "distributed.cli.dask_scheduler"]
-    procs = [subprocess.Popen(dask + ["--host", "127.0.0.1", "--port", "0", "--dashboard-address",
-                                      "127.0.0.1:0", "--scheduler-file", str(sfile)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
-    try:
-        deadline = time.time() + 60
-        while not sfile.exists() and time.time() < deadline:
-            time.sleep(0.1)
-        procs.append(subprocess.Popen(
-            [sys.executable, "-m", "distributed.cli.dask_worker", "--scheduler-file", str(sfile),
-             "--nworkers", "2", "--nthreads", "1", "--host", "127.0.0.1", "--no-dashboard"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=d))
-        address = json.loads(sfile.read_text())["address"]
-        from distributed import Client
-        with Client(address, timeout=30, set_as_default=False) as c:
-            c.wait_for_workers(2, timeout=60)
+    with dask_processes(tmp_path_factory.mktemp("cluster")) as address:
         yield address
-    finally:
-        for p in reversed(procs):
-            p.send_signal(signal.SIGTERM)
-        for p in procs:
-            try:
-                p.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                p.kill()
 
 
 def test_cli_on_real_cluster_is_byte_identical_to_local(real_cluster, tmp_path):
@@ -129,22 +100,9 @@ def make_certs(d: Path) -> dict:
 def test_tls_only_scheduler(tmp_path):
     certs = make_certs(tmp_path)
     tls = ["--tls-ca-file", certs["ca"], "--tls-cert", certs["cert"], "--tls-key", certs["key"]]
-    sfile = tmp_path / "s.json"
-    procs = [subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_scheduler", "--protocol",
-                               "tls", "--host", "127.0.0.1", "--port", "0", "--dashboard-address",
-                               "127.0.0.1:0", "--scheduler-file", str(sfile), *tls],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
-    try:
-        deadline = time.time() + 60
-        while not sfile.exists() and time.time() < deadline:
-            time.sleep(0.1)
-        address = json.loads(sfile.read_text())["address"]
+    make_corpus(tmp_path / "in", n=6)
+    with dask_processes(tmp_path, nworkers=1, tls=tuple(tls)) as address:
         assert address.startswith("tls://")
-        procs.append(subprocess.Popen(
-            [sys.executable, "-m", "distributed.cli.dask_worker", address, "--nworkers", "1",
-             "--nthreads", "1", "--host", "127.0.0.1", "--no-dashboard", *tls],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp_path))
-        make_corpus(tmp_path / "in", n=6)
         base = dask_prep_cli() + ["run", str(tmp_path / "in"), "--scheduler", address, "-q"]
         plain = subprocess.run(base + ["-o", str(tmp_path / "o1")], capture_output=True, text=True,
                                timeout=120)
@@ -153,14 +111,6 @@ def test_tls_only_scheduler(tmp_path):
                                 text=True, timeout=120)
         assert secure.returncode == 0, secure.stderr
         assert dp.open(tmp_path / "o2").manifest["total_records"] == 6
-    finally:
-        for p in reversed(procs):
-            p.send_signal(signal.SIGTERM)
-        for p in procs:
-            try:
-                p.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                p.kill()
 
 
 def test_cli_file_converter_on_real_cluster(real_cluster, tmp_path):
