@@ -47,17 +47,19 @@ def _progress(quiet: bool):
             click.echo(f"warning: {len(sources.missing)} input(s) not found: "
                        f"{', '.join(sources.missing[:5])}", err=True)
         from tqdm.auto import tqdm
-        state["bar"] = tqdm(total=npartitions, unit="part", file=sys.stderr, dynamic_ncols=True)
-        state["records"] = state["errors"] = 0
+        state["bar"] = tqdm(total=len(sources), unit="src", file=sys.stderr, dynamic_ncols=True)
+        state["records"] = state["shards"] = state["errors"] = 0
 
     def on_partition(result, done, total):
         bar = state.get("bar")
         if bar is None:
             return
         state["records"] += result.records
+        state["shards"] += len(result.shards)
         state["errors"] += len(result.errors)
-        bar.set_postfix(records=f"{state['records']:,}", errors=state["errors"], refresh=False)
-        bar.update(done - bar.n)
+        bar.set_postfix(records=f"{state['records']:,}", shards=state["shards"],
+                        errors=state["errors"], refresh=False)
+        bar.update(result.sources)
 
     def close():
         if state.get("bar") is not None:

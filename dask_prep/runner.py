@@ -14,6 +14,7 @@ from .cluster import dask_session
 from .convert import to_bag
 from .converters import resolve_converter
 from .output import OutputDir, check_writable
+from .plan import plan_partitions
 from .execute import ON_SUBMIT
 from .write import write_shards
 from .sources import Sources, discover
@@ -84,6 +85,17 @@ class RunResult:
     def __repr__(self) -> str:
         return (f"RunResult({self.records:,} records in {self.shards} shards, "
                 f"{self.errors} errors, {self.elapsed:.1f}s)")
+
+
+def _counting_sources(on_partition: Callable, sources, conv, partition_size) -> Callable:
+    """Wrap the progress hook so each result says how many sources it covered."""
+    parts = plan_partitions(sources, partition_size=partition_size, splittable=conv.splittable)
+    counts = [sum(1 for piece in part if not piece.start) for part in parts]
+
+    def hook(result, done, total):
+        result.sources = counts[result.index]
+        on_partition(result, done, total)
+    return hook
 
 
 def _in_notebook() -> bool:
@@ -173,6 +185,8 @@ def run(inputs, output, *, converter="text", format: str = "parquet", shard_size
                     "options": {"on_error": on_error, "encoding_errors": encoding_errors}}
         if on_start:
             on_start(session, sources, bag.npartitions)
+        if on_partition:
+            on_partition = _counting_sources(on_partition, sources, conv, partition_size)
         if report:
             from distributed import performance_report
             stack.enter_context(performance_report(filename=os.fspath(report)))

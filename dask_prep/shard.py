@@ -61,6 +61,7 @@ class PartResult:
     errors: list = field(default_factory=list)
     seconds: float = 0.0
     fatal: tuple | None = None  # (error class name, message) when on_error="raise" stopped it
+    sources: int = 0  # filled in by run() for progress; not saved
 
     def to_json(self) -> dict:
         return {
