@@ -16,6 +16,9 @@ from .runner import RunResult, run
 from .write import write_shards
 from .shardset import ShardSet, VerifyReport, open, verify
 from .sources import Source, Sources, discover
+from .batches import BatchIterator
+from .stream import BatchStream, stream
+from .vocab import Vocab, build_vocab, token_ids, with_token_ids
 
 __version__ = "0.1.0"
 
@@ -25,5 +28,6 @@ __all__ = [
     "register_converter", "resolve_converter", "converter_names", "register_format",
     "split_sentences", "words", "report_bad_item", "DaskPrepError", "ConversionError",
     "ConverterNotFoundError", "ManifestError", "OutputExistsError", "PickleNotAllowedError",
-    "SchemaMismatchError", "__version__",
+    "SchemaMismatchError", "build_vocab", "Vocab", "token_ids", "with_token_ids",
+    "BatchIterator", "stream", "BatchStream", "__version__",
 ]

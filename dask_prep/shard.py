@@ -31,8 +31,6 @@ from dask.highlevelgraph import HighLevelGraph
 from . import _tracking
 from ._tracking import SourceError
 from .errors import ConversionError, SchemaMismatchError
-from .execute import ON_SUBMIT, execute  # noqa: F401  (kept importable from here)
-from .execute import current_client as _current_client  # noqa: F401
 from .formats import get_format, schema_from_bytes, schema_to_bytes
 from .output import WORK, OutputDir
 

@@ -100,6 +100,24 @@ class ShardSet:
         tables = [pq.read_table(pa.BufferReader(self.out.read_bytes(s["file"]))) for s in self.shards]
         return pa.concat_tables(tables) if tables else pa.table({})
 
+    def iter_batches(self, batch_size: int, **options):
+        """Padded numpy batches ``{column: int32[B, L], "lengths": int32[B], ...}``.
+
+        Shuffling (``shuffle=seed``), length bucketing, ``rank``/``world_size``
+        parts, background prefetch and resuming (``state_dict``): see
+        :func:`dask_prep.batches.iter_batches` for the options.
+        """
+        from .batches import iter_batches
+        return iter_batches(self, batch_size, **options)
+
+    def to_torch(self, batch_size: int, **options):
+        """The padded batches as a ``torch.utils.data.IterableDataset`` (needs torch).
+
+        Options as for :meth:`iter_batches`; each DataLoader worker reads its own part.
+        """
+        from .torch import to_torch
+        return to_torch(self, batch_size, **options)
+
 
 def _load(out: OutputDir, name: str, fmt: str) -> list:
     return get_format(fmt).records(out.read_bytes(name))

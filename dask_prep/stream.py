@@ -1,0 +1,234 @@
+"""Stream: convert on the cluster and hand over padded batches, storing nothing.
+
+For data too large to keep: each partition task converts its sources and packs
+the id sequences into compact arrays (:class:`~dask_prep.ragged.Ragged`: one
+int32 array and its offsets, no Python objects), which the client cuts into
+batches and pads as partitions finish. At most ``max_in_flight`` partitions are
+submitted and not yet consumed (backpressure): a slow consumer stops new work
+from starting, so memory does not grow with the corpus. ``ordered=True`` hands
+partitions over in partition order, so the batches are the same on every run;
+by default they come as they finish (faster when partitions differ in cost).
+
+>>> import dask_prep as dp, pathlib, tempfile
+>>> d = pathlib.Path(tempfile.mkdtemp())
+>>> _ = (d / "a.txt").write_text("One two. Three four five. Six.")
+>>> vocab = dp.Vocab(["<pad>", "<unk>", "One", "two"])
+>>> with dp.stream(d, converter=dp.with_token_ids("sentences", vocab), batch_size=2,
+...                ordered=True, workers=1) as batches:
+...     [b["token_ids"].tolist() for b in batches]
+[[[2, 3, 0], [1, 1, 1]], [[1]]]
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import dask.bag as db
+import numpy as np
+from dask.base import tokenize
+from dask.delayed import Delayed
+from dask.highlevelgraph import HighLevelGraph
+from dask.optimization import cull
+
+from . import _tracking
+from .batches import _positive
+from .cluster import dask_session
+from .convert import CONVERT_PREFIX, to_bag
+from .errors import ConversionError
+from .ragged import Ragged
+from .sources import Sources, discover
+
+__all__ = ["stream", "BatchStream", "StreamOptions", "pack_partition"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class StreamOptions:
+    """How :func:`stream` batches and how much it lets run ahead; validated once."""
+
+    batch_size: int
+    column: str = "token_ids"
+    columns: tuple = ()
+    pad_value: int = 0
+    max_len: int | None = None
+    drop_last: bool = False
+    ordered: bool = False
+    max_in_flight: int | None = None
+
+    def __post_init__(self):
+        object.__setattr__(self, "columns", tuple(self.columns))
+        _positive("batch_size", self.batch_size)
+        for name in ("max_len", "max_in_flight"):
+            if getattr(self, name) is not None:
+                _positive(name, getattr(self, name))
+
+
+@dataclass(frozen=True)
+class _PackSpec:
+    column: str
+    columns: tuple
+    convert_layers: tuple
+
+
+@dataclass
+class Packed:
+    """What a partition task sends back: compact rows and the sources that failed."""
+
+    index: int
+    rows: Ragged | None = None
+    errors: list = field(default_factory=list)
+    fatal: str | None = None  # message of the error that on_error="raise" stops on
+
+
+def pack_partition(records, index: int, spec: _PackSpec) -> Packed:
+    """The task run for each partition: records -> :class:`Packed` (module-level, pickles)."""
+    try:
+        rows = Ragged.from_records(records, spec.column, spec.columns, where=f"partition {index}")
+    except ConversionError as exc:
+        return Packed(index, fatal=str(exc))
+    errors = _tracking.drain({(layer, index) for layer in spec.convert_layers})
+    return Packed(index, rows, errors)
+
+
+def _pack_tasks(bag: db.Bag, spec: _PackSpec) -> list[Delayed]:
+    """One delayed per partition, fused with the bag's chain (records never leave the task).
+
+    Each carries only its own part of the graph: submitting one partition at a
+    time with the whole graph would cost time in proportion to the partitions
+    (measured: 0.13 s per submit at 200 partitions, 0.46 s at 1,000; 13 ms culled).
+    """
+    name = "dask-prep-pack-" + tokenize(bag.name, spec)
+    dsk = {(name, i): (pack_partition, (bag.name, i), i, spec) for i in range(bag.npartitions)}
+    graph = HighLevelGraph.from_collections(name, dsk, dependencies=[bag])
+    parts = db.Bag(graph, name, bag.npartitions).to_delayed(optimize_graph=True)
+    whole = dict(parts[0].dask) if parts else {}
+    return [Delayed(p.key, cull(whole, [p.key])[0]) for p in parts]
+
+
+def _finished(client, tasks: list, limit: int, ordered: bool) -> Iterator[Packed]:
+    """Results of ``tasks``, at most ``limit`` submitted and not yet handed over."""
+    from distributed import as_completed
+
+    todo, pending, running, index = iter(range(len(tasks))), as_completed(), {}, {}
+
+    def submit() -> None:
+        i = next(todo, None)
+        if i is not None:
+            running[i] = client.compute(tasks[i], optimize_graph=False)
+            index[running[i].key] = i
+            pending.add(running[i])
+
+    def hand_over(i: int) -> Packed:
+        result = running.pop(i).result()
+        submit()  # its slot is free: the next partition starts while this one is consumed
+        return result
+    try:
+        for _ in range(limit):
+            submit()
+        done, want = set(), 0
+        for fut in pending:
+            done.add(index.pop(fut.key))
+            while done and (not ordered or want in done):
+                i = want if ordered else done.pop()
+                done.discard(i)
+                want += 1
+                yield hand_over(i)
+    finally:
+        for fut in running.values():
+            fut.cancel()
+
+
+def _cut(rows: Ragged, size: int) -> tuple[list, Ragged]:
+    """Index arrays of the full batches in ``rows``, and the rows left over."""
+    full = len(rows) // size * size
+    return [np.arange(i, i + size) for i in range(0, full, size)], rows.slice(full, len(rows))
+
+
+class BatchStream:
+    """Padded batches as the cluster makes them; iterate once, then it is closed.
+
+    ``errors`` lists the sources that failed so far (dicts as in
+    ``errors.jsonl``); ``partitions`` and ``records`` count what arrived.
+    """
+
+    def __init__(self, bag: db.Bag, options: StreamOptions, session: dict):
+        self.bag, self.options, self._session = bag, options, session
+        self.errors: list[dict] = []
+        self.partitions = self.records = 0
+        self._gen = None
+
+    def __iter__(self) -> BatchStream:
+        return self
+
+    def __next__(self) -> dict:
+        if self._gen is None:
+            self._gen = self._batches()
+        return next(self._gen)
+
+    def close(self) -> None:
+        """Cancel the partitions in flight and close the cluster this stream started."""
+        if self._gen is not None:
+            self._gen.close()
+
+    def __enter__(self) -> BatchStream:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _received(self, packed: Packed) -> Ragged:
+        if packed.fatal:
+            raise ConversionError(packed.fatal)
+        for err in packed.errors:
+            logger.info("skipped %s: %s: %s", err.path, err.error, err.message)
+            self.errors.append(err.to_dict())
+        self.partitions += 1
+        self.records += len(packed.rows)
+        return packed.rows
+
+    def _batches(self) -> Iterator[dict]:
+        o = self.options
+        pad = dict(column=o.column, pad_value=o.pad_value, max_len=o.max_len)
+        layers = tuple(k for k in self.bag.dask.layers if k.startswith(CONVERT_PREFIX))
+        tasks = _pack_tasks(self.bag, _PackSpec(o.column, o.columns, layers))
+        with dask_session(**self._session) as session:
+            limit = o.max_in_flight or 2 * session.workers
+            carry = Ragged.empty(o.columns)
+            for packed in _finished(session.client, tasks, limit, o.ordered):
+                rows = Ragged.concat([carry, self._received(packed)])
+                ready, carry = _cut(rows, o.batch_size)
+                yield from (rows.pad(idx, **pad) for idx in ready)
+            if len(carry) and not o.drop_last:
+                yield carry.pad(np.arange(len(carry)), **pad)
+
+
+def stream(data, *, batch_size: int, converter="text", suffixes=None, exclude=None,
+           on_error: str = "skip", partition_size: int | None = None, client=None,
+           scheduler: str | None = None, workers: int | None = None, **options) -> BatchStream:
+    """Convert ``data`` on the cluster and yield padded batches, without writing shards.
+
+    Parameters
+    ----------
+    data
+        A :class:`dask.bag.Bag` of records, or inputs/:class:`~dask_prep.Sources`
+        to convert with ``converter`` (options as in :func:`dask_prep.to_bag`).
+    batch_size
+        Records per batch; batches span partitions, only the last may be smaller.
+    client, scheduler, workers
+        Where to run, as in :func:`dask_prep.run`: a LocalCluster is started
+        (and closed with the stream) when there is no client.
+    **options
+        Keyword-only fields of :class:`StreamOptions`: ``column="token_ids"``,
+        ``columns=()``, ``pad_value=0``, ``max_len=None``, ``drop_last=False``,
+        ``ordered=False``, ``max_in_flight=None`` (2 per worker).
+
+    Batches are ``{column: int32[B, L], "lengths": int32[B], **columns}``
+    as from :meth:`dask_prep.ShardSet.iter_batches`.
+    """
+    opts = StreamOptions(batch_size, **options)
+    if not isinstance(data, db.Bag):
+        sources = data if isinstance(data, Sources) else discover(data, suffixes=suffixes, exclude=exclude)
+        data = to_bag(sources, converter, on_error=on_error, partition_size=partition_size)
+    return BatchStream(data, opts, {"client": client, "scheduler": scheduler, "workers": workers})
