@@ -114,7 +114,8 @@ def _notebook_progress():
 
     def show(futures):
         try:
-            progress(futures, notebook=True, multi=False)
+            from IPython.display import display
+            display(progress(futures, notebook=True, multi=False))
         except Exception as exc:  # no ipywidgets: the run goes on without a widget
             logger.info("no progress widget: %s", exc)
 

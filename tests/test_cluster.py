@@ -69,14 +69,18 @@ def test_dashboard_answers_during_a_run_and_report_is_written(tmp_path):
     make_corpus(tmp_path / "in", n=10)
     seen = {}
 
-    def fetch(session, sources, npartitions):  # called once the cluster is up, before the work
-        base = session.dashboard_link.rsplit("/", 1)[0]
-        assert base.startswith("http://127.0.0.1:")
-        seen["health"] = urllib.request.urlopen(base + "/health", timeout=10).read().decode()
-        seen["status"] = urllib.request.urlopen(base + "/status", timeout=10).read().decode()
+    def link(session, sources, npartitions):
+        seen["base"] = session.dashboard_link.rsplit("/", 1)[0]
 
-    dp.run([tmp_path / "in"], tmp_path / "out", workers=1, on_start=fetch,
-           report=tmp_path / "report.html")
+    def fetch(result, done, total):  # while partitions are still being converted
+        if done == 1:
+            seen["health"] = urllib.request.urlopen(seen["base"] + "/health", timeout=10).read().decode()
+            seen["status"] = urllib.request.urlopen(seen["base"] + "/status", timeout=10).read().decode()
+            seen["remaining"] = total - done
+
+    dp.run([tmp_path / "in"], tmp_path / "out", workers=1, partition_size=10_000, on_start=link,
+           on_partition=fetch, report=tmp_path / "report.html")
+    assert seen["base"].startswith("http://127.0.0.1:") and seen["remaining"] > 0
     assert seen["health"] == "ok" and "Dask" in seen["status"] and "<html" in seen["status"].lower()
     report = (tmp_path / "report.html").read_text()
     assert "Dask Performance Report" in report and len(report) > 10_000

@@ -7,6 +7,7 @@ nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
 pytest.importorskip("ipykernel")
 pytest.importorskip("matplotlib")
+pytest.importorskip("ipywidgets")
 
 NOTEBOOK = Path(__file__).parents[1] / "notebooks" / "quickstart.ipynb"
 
@@ -22,4 +23,6 @@ def test_quickstart_notebook_runs(tmp_path):
     html = [o["data"]["text/html"] for o in outputs if "text/html" in o.get("data", {})]
     assert any("records" in h and "<table>" in h for h in html), "run summary table missing"
     assert any("image/png" in o.get("data", {}) for o in outputs), "no plot"
+    widgets = [o for o in outputs if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
+    assert widgets, "dp.run showed no Dask progress widget in the notebook"
     assert (tmp_path / "quickstart-out" / "manifest.json").exists()

@@ -33,6 +33,29 @@ def test_live_lock_refuses_a_second_writer(tmp_path):
     assert m["total_records"] == 6 and not (tmp_path / ".dask-prep").exists()
 
 
+def test_second_real_run_is_refused_while_the_first_is_live(tmp_path):
+    write(tmp_path / "slow.py", "import time\ndef slow(path):\n    time.sleep(0.3)\n"
+                                "    return [{'p': path}]\n")
+    for i in range(20):
+        write(tmp_path / "in" / f"{i:02d}.txt", "x" * 5000)
+    cmd = [sys.executable, "-m", "dask_prep.cli", "run", str(tmp_path / "in"), "-o",
+           str(tmp_path / "out"), "--converter", f"{tmp_path / 'slow.py'}:slow", "--workers", "1",
+           "-q"]
+    first = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 60
+        while not (tmp_path / "out" / ".dask-prep" / "lock").exists():
+            assert time.time() < deadline and first.poll() is None, "first run never took the lock"
+            time.sleep(0.05)
+        second = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        assert second.returncode == 1 and "being written by another run" in second.stderr
+        assert first.wait(timeout=120) == 0, first.stderr.read()
+    finally:
+        if first.poll() is None:
+            first.kill()
+    assert dp.verify(tmp_path / "out").ok and len(dp.open(tmp_path / "out")) == 20
+
+
 def test_lock_of_a_killed_run_does_not_block(tmp_path):
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
