@@ -89,10 +89,12 @@ class Ragged:
         """From lists (or arrays) of ints; values must fit int32."""
         lengths = np.fromiter(map(len, seqs), np.int64, count=len(seqs))
         offsets = np.concatenate([[0], np.cumsum(lengths)])
-        if seqs and all(isinstance(s, np.ndarray) for s in seqs):
+        if not offsets[-1]:
+            values = np.zeros(0, np.int32)
+        elif all(isinstance(s, np.ndarray) for s in seqs):
             values = as_int32(np.concatenate(seqs))
-        else:
-            values = np.fromiter(itertools.chain.from_iterable(seqs), np.int32, count=int(offsets[-1]))
+        else:  # through a numpy array, so floats are refused rather than truncated
+            values = as_int32(np.array(list(itertools.chain.from_iterable(seqs))))
         return cls(offsets, values, dict(extras or {}))
 
     @classmethod
@@ -109,7 +111,7 @@ class Ragged:
         except (KeyError, TypeError, IndexError) as exc:
             raise ValueError(f"{where}: records need the fields {[column, *extras]} "
                              f"(dicts); failed with {type(exc).__name__}: {exc}") from None
-        return cls.from_sequences(seqs, {k: np.asarray(v) for k, v in cols.items()})
+        return cls.from_sequences(seqs, {k: _column(v) for k, v in cols.items()})
 
     @classmethod
     def from_arrow(cls, table: pa.Table, column: str, extras: Sequence[str] = ()) -> Ragged:
@@ -171,3 +173,17 @@ class Ragged:
         batch = {column: out, "lengths": lengths.astype(np.int32)}
         batch.update((k, v[idx]) for k, v in self.extras.items())
         return batch
+
+
+def _column(values: list) -> np.ndarray:
+    """Numbers as a numeric array; anything else (text, lists) as a 1-D object
+    array, as Parquet columns come out of Arrow."""
+    try:
+        arr = np.asarray(values)
+    except ValueError:  # ragged lists
+        arr = None
+    if arr is not None and arr.ndim == 1 and arr.dtype.kind in "biuf":
+        return arr
+    out = np.empty(len(values), object)
+    out[:] = values
+    return out

@@ -146,6 +146,44 @@ def _cut(rows: Ragged, size: int) -> tuple[list, Ragged]:
     return [np.arange(i, i + size) for i in range(0, full, size)], rows.slice(full, len(rows))
 
 
+@dataclass
+class _Tally:
+    """What a stream has received; shared by the stream and its generator."""
+
+    errors: list = field(default_factory=list)
+    partitions: int = 0
+    records: int = 0
+
+    def received(self, packed: Packed) -> Ragged:
+        if packed.fatal:
+            raise ConversionError(packed.fatal)
+        for err in packed.errors:
+            logger.info("skipped %s: %s: %s", err.path, err.error, err.message)
+            self.errors.append(err.to_dict())
+        self.partitions += 1
+        self.records += len(packed.rows)
+        return packed.rows
+
+
+def _batches(bag: db.Bag, o: StreamOptions, session_options: dict, tally: _Tally) -> Iterator[dict]:
+    """The stream's work. It holds no reference to the BatchStream, so a stream
+    dropped after ``break`` is freed at once, and this generator with it: its
+    ``finally`` cancels the partitions in flight and closes a cluster it started."""
+    pad = dict(column=o.column, pad_value=o.pad_value, max_len=o.max_len)
+    layers = tuple(k for k in bag.dask.layers if k.startswith(CONVERT_PREFIX))
+    tasks = _pack_tasks(bag, _PackSpec(o.column, o.columns, layers))
+    with dask_session(**session_options) as session:
+        # a cluster whose workers have not joined yet still gets work to wait for
+        limit = o.max_in_flight or max(2 * session.workers, 2)
+        carry = Ragged.empty(o.columns)
+        for packed in _finished(session.client, tasks, limit, o.ordered):
+            rows = Ragged.concat([carry, tally.received(packed)])
+            ready, carry = _cut(rows, o.batch_size)
+            yield from (rows.pad(idx, **pad) for idx in ready)
+        if len(carry) and not o.drop_last:
+            yield carry.pad(np.arange(len(carry)), **pad)
+
+
 class BatchStream:
     """Padded batches as the cluster makes them; iterate once, then it is closed.
 
@@ -155,16 +193,19 @@ class BatchStream:
 
     def __init__(self, bag: db.Bag, options: StreamOptions, session: dict):
         self.bag, self.options, self._session = bag, options, session
-        self.errors: list[dict] = []
-        self.partitions = self.records = 0
+        self._tally = _Tally()
         self._gen = None
+
+    errors = property(lambda self: self._tally.errors)
+    partitions = property(lambda self: self._tally.partitions)
+    records = property(lambda self: self._tally.records)
 
     def __iter__(self) -> BatchStream:
         return self
 
     def __next__(self) -> dict:
         if self._gen is None:
-            self._gen = self._batches()
+            self._gen = _batches(self.bag, self.options, self._session, self._tally)
         return next(self._gen)
 
     def close(self) -> None:
@@ -177,31 +218,6 @@ class BatchStream:
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-    def _received(self, packed: Packed) -> Ragged:
-        if packed.fatal:
-            raise ConversionError(packed.fatal)
-        for err in packed.errors:
-            logger.info("skipped %s: %s: %s", err.path, err.error, err.message)
-            self.errors.append(err.to_dict())
-        self.partitions += 1
-        self.records += len(packed.rows)
-        return packed.rows
-
-    def _batches(self) -> Iterator[dict]:
-        o = self.options
-        pad = dict(column=o.column, pad_value=o.pad_value, max_len=o.max_len)
-        layers = tuple(k for k in self.bag.dask.layers if k.startswith(CONVERT_PREFIX))
-        tasks = _pack_tasks(self.bag, _PackSpec(o.column, o.columns, layers))
-        with dask_session(**self._session) as session:
-            limit = o.max_in_flight or 2 * session.workers
-            carry = Ragged.empty(o.columns)
-            for packed in _finished(session.client, tasks, limit, o.ordered):
-                rows = Ragged.concat([carry, self._received(packed)])
-                ready, carry = _cut(rows, o.batch_size)
-                yield from (rows.pad(idx, **pad) for idx in ready)
-            if len(carry) and not o.drop_last:
-                yield carry.pad(np.arange(len(carry)), **pad)
 
 
 def stream(data, *, batch_size: int, converter="text", suffixes=None, exclude=None,

@@ -43,10 +43,15 @@ def _dataset_class():
         def __init__(self, shardset, batch_size: int, options: dict):
             super().__init__()
             self.shardset, self.batch_size, self.options = shardset, batch_size, dict(options)
+            self._passes = 0  # passes made by this copy inside a (persistent) DataLoader worker
             BatchOptions(batch_size, **self.options)  # validate now, not in a worker
 
         def set_epoch(self, epoch: int) -> None:
-            """Reshuffle for ``epoch`` (call before each epoch, as with DistributedSampler)."""
+            """Reshuffle for ``epoch`` (call before each epoch, as with DistributedSampler).
+
+            Persistent DataLoader workers keep the copy they started with; there
+            each pass advances the epoch by one on its own.
+            """
             self.options["epoch"] = epoch
 
         def _part(self) -> dict:
@@ -54,13 +59,15 @@ def _dataset_class():
             opts = dict(self.options)
             if info is not None:
                 rank, world = opts.get("rank", 0), opts.get("world_size", 1)
-                opts.update(rank=rank * info.num_workers + info.id, world_size=world * info.num_workers)
+                opts.update(rank=rank * info.num_workers + info.id, world_size=world * info.num_workers,
+                            epoch=opts.get("epoch", 0) + self._passes)
+                self._passes += 1
             return opts
 
         def __iter__(self):
             with iter_batches(self.shardset, self.batch_size, **self._part()) as batches:
                 for batch in batches:
-                    yield {k: torch.from_numpy(v) if v.dtype != object else v.tolist()
+                    yield {k: torch.from_numpy(v) if v.dtype.kind in "biuf" else v.tolist()
                            for k, v in batch.items()}
 
         def __reduce__(self):

@@ -62,3 +62,10 @@ def test_non_integer_lists_are_refused_with_the_fix():
     table = pa.table({"words": [["a", "b"]]})
     with pytest.raises(TypeError, match="not a list of integer ids; turn words into ids first"):
         Ragged.from_arrow(table, "words")
+
+
+def test_float_ids_in_lists_are_refused_not_truncated():
+    with pytest.raises(TypeError, match="integers"):
+        Ragged.from_sequences([[1.5, 2]])
+    assert Ragged.from_sequences([[1, 2], []]).values.tolist() == [1, 2]
+    assert Ragged.from_sequences([[], []]).values.dtype == np.int32

@@ -99,3 +99,32 @@ def test_options_are_checked_at_once():
         dp.stream(db.from_sequence([]), batch_size=-1)
     with pytest.raises(ValueError, match="max_in_flight must be an integer >= 1"):
         dp.stream(db.from_sequence([]), batch_size=2, max_in_flight=0)
+
+
+def _wait_until_no_futures(client, seconds=5):
+    deadline = time.monotonic() + seconds
+    while client.futures and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return not client.futures
+
+
+def test_breaking_out_without_close_cancels_the_work_in_flight(client):
+    import gc
+    gc.disable()  # freed by reference counting alone, not by a later cycle collection
+    try:
+        bag = db.from_sequence([{"token_ids": [i, i + 1]} for i in range(200)], npartitions=20)
+        for _ in dp.stream(bag, batch_size=3, max_in_flight=4):
+            break
+        assert _wait_until_no_futures(client)
+    finally:
+        gc.enable()
+
+
+def test_stream_waits_for_workers_that_have_not_joined_yet():
+    from distributed import Client, LocalCluster
+    with LocalCluster(n_workers=0, processes=False, dashboard_address="127.0.0.1:0") as cluster, \
+            Client(cluster) as c:
+        cluster.scale(1)
+        bag = db.from_sequence([{"token_ids": [i]} for i in range(50)], npartitions=5)
+        batches = list(dp.stream(bag, batch_size=10, client=c))
+        assert sum(len(b["lengths"]) for b in batches) == 50

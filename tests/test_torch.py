@@ -56,3 +56,22 @@ def test_pickles_for_spawned_workers(ds):
     again = pickle.loads(pickle.dumps(data))
     assert isinstance(again, torch.utils.data.IterableDataset)
     assert [b["id"].tolist() for b in again] == [b["id"].tolist() for b in data]
+
+
+def test_persistent_workers_reshuffle_each_epoch(ds):
+    data = ds.to_torch(8, columns=("id",), shuffle=3)
+    loader = DataLoader(data, batch_size=None, num_workers=2, persistent_workers=True)
+    orders = [[int(i) for b in loader for i in b["id"]] for _ in range(2)]
+    assert sorted(orders[0]) == sorted(orders[1]) == list(range(N))
+    assert orders[0] != orders[1]
+
+
+def test_text_and_list_columns_from_pickle_shards(tmp_path):
+    recs = [{"token_ids": [i, i + 1], "text": f"t{i}", "words": ["w"] * (i % 3)} for i in range(10)]
+    dp.write_shards(db.from_sequence(recs, npartitions=2), tmp_path, shard_size=4, format="pickle")
+    ds = dp.open(tmp_path, allow_pickle=True)
+    batch = next(iter(ds.iter_batches(10, columns=("text", "words"))))
+    assert batch["text"].dtype == object and sorted(batch["text"]) == sorted(r["text"] for r in recs)
+    assert sorted(map(len, batch["words"])) == sorted(len(r["words"]) for r in recs)
+    [tb] = list(DataLoader(ds.to_torch(10, columns=("text",)), batch_size=None))
+    assert sorted(tb["text"]) == sorted(r["text"] for r in recs)
