@@ -63,8 +63,8 @@ def _positive(name: str, value, *, zero: bool = False) -> None:
 
 
 @dataclass(frozen=True)
-class BatchOptions:
-    """How :func:`iter_batches` reads, shuffles, splits and pads; validated once."""
+class PadOptions:
+    """How batches are cut and padded: shared by :func:`iter_batches` and ``stream``."""
 
     batch_size: int
     column: str = "token_ids"
@@ -72,6 +72,18 @@ class BatchOptions:
     pad_value: int = 0
     max_len: int | None = None
     drop_last: bool = False
+
+    def __post_init__(self):
+        object.__setattr__(self, "columns", tuple(self.columns))
+        _positive("batch_size", self.batch_size)
+        if self.max_len is not None:
+            _positive("max_len", self.max_len)
+
+
+@dataclass(frozen=True)
+class BatchOptions(PadOptions):
+    """How :func:`iter_batches` reads, shuffles, splits and pads; validated once."""
+
     shuffle: int | None = None
     shuffle_buffer: int | None = None
     bucket_by_length: bool = False
@@ -81,14 +93,12 @@ class BatchOptions:
     epoch: int = 0
 
     def __post_init__(self):
-        object.__setattr__(self, "columns", tuple(self.columns))
-        _positive("batch_size", self.batch_size)
+        super().__post_init__()
         _positive("world_size", self.world_size)
         _positive("prefetch", self.prefetch, zero=True)
         _positive("epoch", self.epoch, zero=True)
-        for name in ("max_len", "shuffle_buffer"):
-            if getattr(self, name) is not None:
-                _positive(name, getattr(self, name))
+        if self.shuffle_buffer is not None:
+            _positive("shuffle_buffer", self.shuffle_buffer)
         if self.shuffle is not None and (isinstance(self.shuffle, bool) or not isinstance(self.shuffle, int)):
             raise ValueError(f"shuffle must be None or an integer seed, not {self.shuffle!r}; "
                              "a seed makes the order reproducible (e.g. shuffle=0)")

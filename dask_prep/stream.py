@@ -32,7 +32,7 @@ from dask.highlevelgraph import HighLevelGraph
 from dask.optimization import cull
 
 from . import _tracking
-from .batches import _positive
+from .batches import PadOptions, _positive
 from .cluster import dask_session
 from .convert import CONVERT_PREFIX, to_bag
 from .errors import ConversionError
@@ -45,24 +45,16 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class StreamOptions:
+class StreamOptions(PadOptions):
     """How :func:`stream` batches and how much it lets run ahead; validated once."""
 
-    batch_size: int
-    column: str = "token_ids"
-    columns: tuple = ()
-    pad_value: int = 0
-    max_len: int | None = None
-    drop_last: bool = False
     ordered: bool = False
     max_in_flight: int | None = None
 
     def __post_init__(self):
-        object.__setattr__(self, "columns", tuple(self.columns))
-        _positive("batch_size", self.batch_size)
-        for name in ("max_len", "max_in_flight"):
-            if getattr(self, name) is not None:
-                _positive(name, getattr(self, name))
+        super().__post_init__()
+        if self.max_in_flight is not None:
+            _positive("max_in_flight", self.max_in_flight)
 
 
 @dataclass(frozen=True)
