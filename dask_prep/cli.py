@@ -181,6 +181,7 @@ def verify(output):
 def info(output, as_json):
     """Summarize the dataset in OUTPUT."""
     from .output import OutputDir, read_manifest
+    from .runner import describe_errors
     try:
         m = read_manifest(OutputDir(output))
     except DaskPrepError as exc:
@@ -200,7 +201,7 @@ def info(output, as_json):
         ("sources", f"{src.get('count', '?'):,} files, {src.get('bytes', 0):,} bytes"
                     if src else "(written from a bag)"),
         ("converter", str(m.get("converter", "-"))),
-        ("errors", f"{m['errors']:,}"),
+        ("errors", describe_errors(m)),
         ("schema", ", ".join(f"{f['name']}: {f['type']}" for f in m["schema"] or []) or "-"),
         ("created by", m.get("created_by", "?")),
     ]

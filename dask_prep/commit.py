@@ -7,6 +7,7 @@ manifest itself is written last, by :func:`dask_prep.write.write_shards`).
 from __future__ import annotations
 
 import json
+from collections import Counter
 import logging
 from dataclasses import replace
 
@@ -94,10 +95,11 @@ def check_errors(out: OutputDir, results: list[PartResult], max_errors: int) -> 
         f"{first.error}: {first.message}); see {out.path(ERRORS)}. Finished partitions are kept: "
         "fix the inputs or converter, or allow more errors, and run again to resume")
 
-def _write_errors(out: OutputDir, results: list[PartResult]) -> int:
+def _write_errors(out: OutputDir, results: list[PartResult]) -> dict[str, int]:
+    """Write ``errors.jsonl``; return how many errors of each type it lists."""
     errors = sorted((e for r in results for e in r.errors), key=lambda e: (e.path, e.line or 0))
     out.write_atomic(ERRORS, "".join(json.dumps(e.to_dict()) + "\n" for e in errors).encode())
-    return len(errors)
+    return dict(sorted(Counter(e.error for e in errors).items(), key=lambda kv: (-kv[1], kv[0])))
 
 def commit(spec: WriteSpec, results: list[PartResult], fingerprint: str) -> dict:
     out, fmt = spec.out, get_format(spec.format, spec.schema)
@@ -123,11 +125,12 @@ def commit(spec: WriteSpec, results: list[PartResult], fingerprint: str) -> dict
             out.replace(info.file, name)
         final.append({"file": name, "records": info.records, "bytes": info.bytes,
                       "sha256": info.sha256})
-    nerrors = _write_errors(out, results)
+    error_types = _write_errors(out, results)
     return {
         "version": 1, "format": spec.format, "shard_size": spec.shard_size,
         "total_records": sum(s["records"] for s in final), "shards": final,
-        "schema": schema_to_json(schema), "errors": nerrors,
+        "schema": schema_to_json(schema), "errors": sum(error_types.values()),
+        "error_types": error_types,
         "partitions": len(results), "fingerprint": fingerprint,
         "created_by": f"dask-prep {_version()}",
     }

@@ -60,7 +60,7 @@ class RunResult:
             ("sources", f"{self.sources:,} files ({m.get('sources', {}).get('bytes', 0):,} bytes)"),
             ("records", f"{self.records:,}"),
             ("shards", f"{self.shards:,} x {m['shard_size']:,} records ({m['format']})"),
-            ("errors", f"{self.errors:,}" + (" (see errors.jsonl)" if self.errors else "")),
+            ("errors", describe_errors(m)),
             ("elapsed", f"{self.elapsed:.1f} s on {self.workers} worker(s)"),
             ("throughput", f"{self.records_per_second:,.0f} records/s"),
         ]
@@ -85,6 +85,15 @@ class RunResult:
     def __repr__(self) -> str:
         return (f"RunResult({self.records:,} records in {self.shards} shards, "
                 f"{self.errors} errors, {self.elapsed:.1f}s)")
+
+
+def describe_errors(manifest: dict) -> str:
+    """``"32 (EmptyFileError 28, UnicodeDecodeError 4; see errors.jsonl)"``."""
+    n = manifest["errors"]
+    if not n:
+        return "0"
+    kinds = ", ".join(f"{k} {v:,}" for k, v in list(manifest.get("error_types", {}).items())[:4])
+    return f"{n:,} ({kinds + '; ' if kinds else ''}see errors.jsonl)"
 
 
 def _counting_sources(on_partition: Callable, sources, conv, partition_size) -> Callable:

@@ -43,6 +43,8 @@ def test_run_on_cluster_matches_serial_loop(client, corpus, tmp_path):
     assert res.manifest["partitions"] > 4
     assert {Path(e["path"]).name: e["error"] for e in dp.open(tmp_path / "out").errors()} == {
         "broken.txt.gz": "zlib.error", "latin1.txt": "UnicodeDecodeError"}
+    assert res.manifest["error_types"] == {"UnicodeDecodeError": 1, "zlib.error": 1}
+    assert "2 (UnicodeDecodeError 1, zlib.error 1; see errors.jsonl)" in res.summary()
     assert "records" in res.summary() and "<table>" in res._repr_html_()
 
 
