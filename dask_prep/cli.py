@@ -13,6 +13,7 @@ import click
 
 from . import __version__
 from .converters import converter_names
+from .formats import format_names
 from .errors import ConverterNotFoundError, DaskPrepError
 
 SUFFIXES_HELP = "keep only files with this suffix (repeatable; .txt also keeps .txt.gz)"
@@ -109,7 +110,7 @@ def main(verbose):
 @click.option("-o", "--output", required=True, help="output directory (local or fsspec URL)")
 @click.option("--converter", default="text", show_default=True,
               help=f"{'|'.join(converter_names())}, module:func or file.py:func")
-@click.option("--format", "format_", type=click.Choice(["parquet", "pickle"]), default="parquet",
+@click.option("--format", "format_", type=click.Choice(format_names()), default="parquet",
               show_default=True)
 @click.option("--shard-size", type=click.IntRange(min=1), default=10_000, show_default=True,
               help="records per shard (all shards but the last are exact)")
@@ -217,7 +218,7 @@ def demo_inputs() -> tuple[str, list[str]]:
 @main.command()
 @click.argument("output", default="dask-prep-demo")
 @click.option("--workers", type=click.IntRange(min=1), help="local worker processes (default: one per core)")
-@click.option("--format", "format_", type=click.Choice(["parquet", "pickle"]), default="parquet")
+@click.option("--format", "format_", type=click.Choice(format_names()), default="parquet")
 @click.option("--overwrite", is_flag=True, help="replace an earlier demo output")
 def demo(output, workers, format_, overwrite):
     """Run the whole job on the Python standard library's sources (sentences converter)."""

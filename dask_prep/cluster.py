@@ -18,7 +18,6 @@ logger = logging.getLogger(__name__)
 class Session:
     client: object
     dashboard_link: str | None
-    owned: bool
     workers: int
 
 
@@ -60,7 +59,7 @@ def dask_session(*, client=None, scheduler: str | None = None, workers: int | No
     from distributed import Client, LocalCluster
 
     if client is not None:
-        yield Session(client, client.dashboard_link, False, _nworkers(client))
+        yield Session(client, client.dashboard_link, _nworkers(client))
         return
     if scheduler is not None:
         if workers is not None:
@@ -74,7 +73,7 @@ def dask_session(*, client=None, scheduler: str | None = None, workers: int | No
             raise ConnectionError(f"cannot reach the Dask scheduler at {scheduler} "
                                   f"within {timeout:g}s: {exc}") from None
         try:
-            yield Session(c, c.dashboard_link, True, _nworkers(c))
+            yield Session(c, c.dashboard_link, _nworkers(c))
         finally:
             c.close()
         return
@@ -84,7 +83,7 @@ def dask_session(*, client=None, scheduler: str | None = None, workers: int | No
     except ValueError:
         current = None
     if current is not None and workers is None:
-        yield Session(current, current.dashboard_link, False, _nworkers(current))
+        yield Session(current, current.dashboard_link, _nworkers(current))
         return
     n = workers or default_workers()
     # Workers import the writer (pyarrow and all) while they start, which
@@ -101,7 +100,7 @@ def dask_session(*, client=None, scheduler: str | None = None, workers: int | No
         port = cluster.scheduler.http_server.port if cluster.scheduler.http_server else None
         link = f"http://127.0.0.1:{port}/status" if port else None
         try:
-            yield Session(c, link, True, n)
+            yield Session(c, link, n)
         finally:
             c.close()
     finally:
