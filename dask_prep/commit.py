@@ -29,10 +29,12 @@ def _rewrite(spec: WriteSpec, info: ShardInfo, schema) -> ShardInfo:
     fmt = get_format(spec.format, schema)
     return _write_shard(spec.out, info.file, fmt, fmt.decode(spec.out.read_bytes(info.file)))
 
+
 def _merge(spec: WriteSpec, slices: list, name: str, schema) -> ShardInfo:
     fmt = get_format(spec.format, schema)
     parts = [fmt.slice(fmt.decode_stage(spec.out.read_bytes(f)), a, b) for f, a, b in slices]
     return _write_shard(spec.out, name, fmt, fmt.concat(parts))
+
 
 def _plan_merges(results: list[PartResult], n: int) -> list[list[tuple]]:
     groups, current, size = [], [], 0
@@ -51,10 +53,12 @@ def _plan_merges(results: list[PartResult], n: int) -> list[list[tuple]]:
         groups.append(current)
     return groups
 
+
 def raise_fatal(res: PartResult) -> None:
     if res.fatal:
         kind, message = res.fatal
         raise {"ConversionError": ConversionError}.get(kind, SchemaMismatchError)(message)
+
 
 def redo_conflicts(bag: db.Bag, spec: WriteSpec, done: dict) -> None:
     """Redo the partitions whose records' types clash with earlier partitions'.
@@ -84,6 +88,7 @@ def redo_conflicts(bag: db.Bag, spec: WriteSpec, done: dict) -> None:
         raise_fatal(res_list[0])
         done[res_list[0].index] = res_list[0]
 
+
 def check_errors(out: OutputDir, results: list[PartResult], max_errors: int) -> None:
     failed = [e for r in results for e in r.errors if e.line is None]
     if len(failed) <= max_errors:
@@ -95,11 +100,13 @@ def check_errors(out: OutputDir, results: list[PartResult], max_errors: int) -> 
         f"{first.error}: {first.message}); see {out.path(ERRORS)}. Finished partitions are kept: "
         "fix the inputs or converter, or allow more errors, and run again to resume")
 
+
 def _write_errors(out: OutputDir, results: list[PartResult]) -> dict[str, int]:
     """Write ``errors.jsonl``; return how many errors of each type it lists."""
     errors = sorted((e for r in results for e in r.errors), key=lambda e: (e.path, e.line or 0))
     out.write_atomic(ERRORS, "".join(json.dumps(e.to_dict()) + "\n" for e in errors).encode())
     return dict(sorted(Counter(e.error for e in errors).items(), key=lambda kv: (-kv[1], kv[0])))
+
 
 def commit(spec: WriteSpec, results: list[PartResult], fingerprint: str) -> dict:
     out, fmt = spec.out, get_format(spec.format, spec.schema)
@@ -134,6 +141,7 @@ def commit(spec: WriteSpec, results: list[PartResult], fingerprint: str) -> dict
         "partitions": len(results), "fingerprint": fingerprint,
         "created_by": f"dask-prep {_version()}",
     }
+
 
 def _version() -> str:
     from . import __version__

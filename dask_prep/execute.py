@@ -16,8 +16,10 @@ def current_client():
     except (ImportError, ValueError):
         return None
 
+
 #: Called with the futures ``execute`` submits (e.g. to show a progress widget).
 ON_SUBMIT: contextvars.ContextVar = contextvars.ContextVar("dask_prep_on_submit", default=None)
+
 
 def execute(tasks: list, on_result: Callable | None = None) -> list:
     """Compute delayed ``tasks`` on the current Dask client (or scheduler); keep order.

@@ -40,12 +40,14 @@ logger = logging.getLogger(__name__)
 
 ON_ERROR = ("skip", "raise")
 
+
 @dataclass
 class ShardInfo:
     file: str
     records: int
     bytes: int
     sha256: str
+
 
 @dataclass
 class PartResult:
@@ -78,6 +80,7 @@ class PartResult:
             schema_from_bytes(base64.b64decode(d["schema"])) if d["schema"] else None,
             [SourceError(**e) for e in d["errors"]], d.get("seconds", 0.0))
 
+
 @dataclass(frozen=True)
 class WriteSpec:
     out: OutputDir
@@ -88,8 +91,10 @@ class WriteSpec:
     convert_layers: tuple
     schema_is_hint: bool = False  # start from ``schema`` but let records widen it
 
+
 def _marker(index: int) -> str:
     return f"{WORK}/p{index:05d}.json"
+
 
 def _write_shard(out: OutputDir, name: str, fmt, batch, stage: bool = False) -> ShardInfo:
     try:
@@ -98,6 +103,7 @@ def _write_shard(out: OutputDir, name: str, fmt, batch, stage: bool = False) -> 
         raise SchemaMismatchError(f"cannot encode a {fmt.name} shard: {exc}") from exc
     out.write_atomic(name, data)
     return ShardInfo(name, fmt.length(batch), len(data), hashlib.sha256(data).hexdigest())
+
 
 class _PartitionWriter:
     """Cuts one partition's records into exact shards as they arrive."""
@@ -144,6 +150,7 @@ class _PartitionWriter:
         res.errors = conversion_errors + res.errors
         return res
 
+
 def write_partition(records, index: int, spec: WriteSpec) -> list[PartResult]:
     """The task run for each partition (module-level, so it pickles by reference).
 
@@ -158,6 +165,7 @@ def write_partition(records, index: int, spec: WriteSpec) -> list[PartResult]:
         return _write_partition(records, index, spec)
     except (ConversionError, SchemaMismatchError) as exc:
         return [PartResult(index, fatal=(type(exc).__name__, str(exc)))]
+
 
 def _write_partition(records, index: int, spec: WriteSpec) -> list[PartResult]:
     t0 = time.perf_counter()
@@ -182,6 +190,7 @@ def _write_partition(records, index: int, spec: WriteSpec) -> list[PartResult]:
     save_marker(spec.out, result)
     return [result]
 
+
 def save_marker(out: OutputDir, result: PartResult) -> None:
     """What makes a finished partition survive a killed run (the cost of resuming)."""
     out.write_json(_marker(result.index), result.to_json())
@@ -195,6 +204,7 @@ def load_marker(out: OutputDir, index: int) -> PartResult | None:
         return None
     files = [s.file for s in res.shards] + ([res.remainder.file] if res.remainder else [])
     return res if res.index == index and all(out.exists(f) for f in files) else None
+
 
 def write_tasks(bag: db.Bag, spec: WriteSpec) -> list:
     """One delayed write per partition, fused with the bag's chain into one task.

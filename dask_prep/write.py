@@ -29,6 +29,7 @@ def _fingerprint(bag: db.Bag, fmt: str, shard_size: int, schema) -> str:
              "layout": 1}
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()
 
+
 def _prepare(out: OutputDir, fingerprint: str, overwrite: bool) -> dict | None:
     """Make ``out`` ready; return the existing manifest when this exact job is complete."""
     if out.exists(MANIFEST):
@@ -61,6 +62,7 @@ def _prepare(out: OutputDir, fingerprint: str, overwrite: bool) -> dict | None:
                     out.remove(f"{WORK}/{name}")
     out.write_json(f"{WORK}/run.json", {"fingerprint": fingerprint})
     return None
+
 
 def _finished_parts(out: OutputDir, n: int) -> dict[int, PartResult]:
     names = set(out.listdir(WORK))
@@ -129,6 +131,7 @@ def write_shards(bag: db.Bag, output, *, shard_size: int = 10_000, format: str =
             return existing
         return _write(bag, out, fingerprint, format, shard_size, schema, on_error, metadata,
                       max_errors, on_partition, t0)
+
 
 def _write(bag, out, fingerprint, format, shard_size, schema, on_error, metadata, max_errors,
            on_partition, t0) -> dict:
