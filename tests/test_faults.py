@@ -351,7 +351,12 @@ def kill_a_busy_worker_after(client, log: Path, after: int = KILL_AFTER):
         state["done"].add(result.index)
         if "pid" in state or done < after:
             return
-        busy = [(pid, name) for pid, name in calls(log) if part_of(name) not in state["done"]]
+        # the result may arrive while both workers are between tasks: wait for
+        # the next conversion to start (the workers go on meanwhile)
+        deadline = time.monotonic() + 10
+        while not (busy := [(pid, name) for pid, name in calls(log)
+                            if part_of(name) not in state["done"]]) and time.monotonic() < deadline:
+            time.sleep(0.01)
         assert busy, "no file of an unfinished partition was being converted"
         assert {pid for pid, _ in busy} <= set(addr_of), "conversion ran outside the workers"
         held = finished_held_by(client)
