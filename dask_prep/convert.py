@@ -26,7 +26,7 @@ from .errors import ConversionError
 from .plan import Piece, plan_partitions
 from .sources import Sources, discover
 
-__all__ = ["to_bag", "convert_partition", "CONVERT_PREFIX"]
+__all__ = ["to_bag", "bag_of", "convert_partition", "CONVERT_PREFIX"]
 
 logger = logging.getLogger(__name__)
 
@@ -62,13 +62,20 @@ def to_bag(sources: Sources | str | os.PathLike | Iterable, converter="text", *,
         as fsspec's defaults for the sources' protocol inside each task, so a
         converter that simply calls ``fsspec.open(path)`` reaches the store too.
     """
-    if on_error not in ON_ERROR:
-        raise ValueError(f"on_error must be one of {ON_ERROR}, not {on_error!r}")
     conv = resolve_converter(converter, encoding_errors=encoding_errors)
     if not isinstance(sources, Sources):
         sources = discover(sources, storage_options=storage_options)
     options = dict(storage_options or sources.storage_options or {})
     parts = plan_partitions(sources, partition_size=partition_size, splittable=conv.splittable)
+    return bag_of(parts, conv, on_error=on_error, storage_options=options)
+
+
+def bag_of(parts: list[tuple[Piece, ...]], conv: Converter, *, on_error: str = "skip",
+           storage_options: dict | None = None) -> db.Bag:
+    """The bag of an existing plan (:func:`~dask_prep.plan.plan_partitions`): one task a partition."""
+    if on_error not in ON_ERROR:
+        raise ValueError(f"on_error must be one of {ON_ERROR}, not {on_error!r}")
+    options = dict(storage_options or {})
     name = CONVERT_PREFIX + tokenize(parts, conv, on_error, options)
     dsk = {(name, i): (convert_partition, list(pieces), conv, on_error, name, i, options)
            for i, pieces in enumerate(parts)}

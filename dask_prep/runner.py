@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .cluster import dask_session
-from .convert import to_bag
+from .convert import bag_of
 from .converters import resolve_converter
 from .output import OutputDir, check_writable
 from .plan import plan_partitions
@@ -96,9 +96,8 @@ def describe_errors(manifest: dict) -> str:
     return f"{n:,} ({kinds + '; ' if kinds else ''}see errors.jsonl)"
 
 
-def _counting_sources(on_partition: Callable, sources, conv, partition_size) -> Callable:
+def _counting_sources(on_partition: Callable, parts: list) -> Callable:
     """Wrap the progress hook so each result says how many sources it covered."""
-    parts = plan_partitions(sources, partition_size=partition_size, splittable=conv.splittable)
     counts = [sum(1 for piece in part if not piece.start) for part in parts]
 
     def hook(result, done, total):
@@ -188,15 +187,16 @@ def run(inputs, output, *, converter="text", format: str = "parquet", shard_size
         if sources.missing:
             logger.warning("%d input(s) not found: %s", len(sources.missing),
                            ", ".join(sources.missing[:5]))
-        bag = to_bag(sources, conv, on_error=on_error, partition_size=partition_size,
-                     storage_options=storage_options)
+        parts = plan_partitions(sources, partition_size=partition_size, splittable=conv.splittable)
+        bag = bag_of(parts, conv, on_error=on_error,
+                     storage_options=storage_options or sources.storage_options)
         limit = _error_limit(max_errors, len(sources))
         metadata = {"sources": sources.summary(), "converter": conv.name,
                     "options": {"on_error": on_error, "encoding_errors": encoding_errors}}
         if on_start:
             on_start(session, sources, bag.npartitions)
         if on_partition:
-            on_partition = _counting_sources(on_partition, sources, conv, partition_size)
+            on_partition = _counting_sources(on_partition, parts)
         if report:
             from distributed import performance_report
             stack.enter_context(performance_report(filename=os.fspath(report)))
