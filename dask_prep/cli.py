@@ -122,6 +122,8 @@ def main(verbose):
 @click.option("--partition-size", type=click.IntRange(min=8192), help="input bytes per task (default: automatic)")
 @click.option("--scheduler", help="address of a running Dask scheduler, e.g. tcp://host:8786")
 @click.option("--workers", type=click.IntRange(min=1), help="local worker processes (default: one per core)")
+@click.option("--memory-limit", help="memory limit of each local worker, e.g. 500MB or 2GiB (default: "
+                                     "the machine's memory shared among the workers)")
 @click.option("--overwrite", is_flag=True, help="write into a folder holding other files, or replace a dataset")
 @click.option("--max-errors", callback=lambda ctx, p, v: _max_errors(v),
               help="fail when more sources than this fail: a count (10) or a fraction (0.05); "
@@ -132,16 +134,16 @@ def main(verbose):
 @click.option("--tls-key", type=click.Path(exists=True, dir_okay=False), help="client private key (TLS)")
 @click.option("-q", "--quiet", is_flag=True, help="print only the summary")
 def run_cmd(inputs, output, converter, format_, shard_size, exclude, suffixes, on_error,
-            encoding_errors, partition_size, scheduler, workers, overwrite, max_errors, report,
-            tls_ca_file, tls_cert, tls_key, quiet):
+            encoding_errors, partition_size, scheduler, workers, memory_limit, overwrite, max_errors,
+            report, tls_ca_file, tls_cert, tls_key, quiet):
     """Convert INPUT... (files, directories, globs, @lists, URLs) into shards in OUTPUT."""
-    if scheduler and workers:
-        raise _Usage("give --scheduler or --workers, not both")
+    if scheduler and (workers or memory_limit):
+        raise _Usage("--workers and --memory-limit are for local workers; not with --scheduler")
     _run(inputs, output, quiet, converter=converter, format=format_, shard_size=shard_size,
          exclude=exclude, suffixes=list(suffixes) or None, on_error=on_error,
          encoding_errors=encoding_errors, partition_size=partition_size, scheduler=scheduler,
-         workers=workers, overwrite=overwrite, max_errors=max_errors, report=report,
-         security=_security(tls_ca_file, tls_cert, tls_key), progress=False)
+         workers=workers, memory_limit=memory_limit or "auto", overwrite=overwrite, max_errors=max_errors,
+         report=report, security=_security(tls_ca_file, tls_cert, tls_key), progress=False)
 
 
 def _security(ca_file, cert, key):

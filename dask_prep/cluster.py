@@ -58,6 +58,9 @@ def dask_session(*, client=None, scheduler: str | None = None, workers: int | No
     """
     from distributed import Client, LocalCluster
 
+    if memory_limit != "auto" and (client is not None or scheduler is not None):
+        raise ValueError("memory_limit applies to the local workers dask-prep starts, "
+                         "not to a given client or scheduler")
     if client is not None:
         yield Session(client, client.dashboard_link, _nworkers(client))
         return

@@ -149,15 +149,16 @@ def _error_limit(max_errors, nsources: int) -> int | None:
 def run(inputs, output, *, converter="text", format: str = "parquet", shard_size: int = 10_000,
         schema=None, exclude=None, suffixes=None, on_error: str = "skip",
         encoding_errors: str = "strict", partition_size: int | None = None,
-        scheduler: str | None = None, workers: int | None = None, client=None,
-        overwrite: bool = False, storage_options: dict | None = None,
+        scheduler: str | None = None, workers: int | None = None, memory_limit="auto",
+        client=None, overwrite: bool = False, storage_options: dict | None = None,
         max_errors: int | float | None = None, security=None, report: str | None = None,
         progress: bool | None = None, on_start: Callable | None = None, on_partition: Callable | None = None) -> RunResult:
     """Discover ``inputs``, convert every file on Dask, and write exact shards to ``output``.
 
     Runs on ``client`` if given, else on the cluster at ``scheduler``, else on the
     notebook's current client, else on a LocalCluster of ``workers`` processes
-    started (on 127.0.0.1) for this run and closed after it. Other options are
+    started (on 127.0.0.1) for this run and closed after it, each worker with
+    ``memory_limit`` (bytes or a string like ``"500MB"``). Other options are
     those of :func:`discover`, :func:`to_bag` and :func:`write_shards`.
     ``on_start(session, sources, npartitions)`` and ``on_partition(result, done,
     total)`` are progress hooks.
@@ -182,7 +183,8 @@ def run(inputs, output, *, converter="text", format: str = "parquet", shard_size
             found = pool.submit(lambda: inputs if isinstance(inputs, Sources) else discover(
                 inputs, suffixes=suffixes, exclude=exclude, storage_options=storage_options))
             session = stack.enter_context(dask_session(
-                client=client, scheduler=scheduler, workers=workers, security=security))
+                client=client, scheduler=scheduler, workers=workers, memory_limit=memory_limit,
+                security=security))
             sources = found.result()
         if sources.missing:
             logger.warning("%d input(s) not found: %s", len(sources.missing),

@@ -86,6 +86,23 @@ def test_dashboard_answers_during_a_run_and_report_is_written(tmp_path):
     assert "Dask Performance Report" in report and len(report) > 10_000
 
 
+def test_memory_limit_applies_to_local_workers_only(tmp_path):
+    make_corpus(tmp_path / "in", n=3)
+    limits = []
+
+    def on_start(session, sources, npartitions):
+        limits.extend(w["memory_limit"] for w in session.client.scheduler_info()["workers"].values())
+
+    res = dp.run([tmp_path / "in"], tmp_path / "out", workers=1, memory_limit="300MB", on_start=on_start)
+    assert res.records == 3 and limits == [300_000_000]
+    with pytest.raises(ValueError, match="memory_limit applies to the local workers"):
+        dp.run([tmp_path / "in"], tmp_path / "o2", scheduler="tcp://127.0.0.1:9", memory_limit="1GB")
+    r = subprocess.run(dask_prep_cli() + ["run", str(tmp_path / "in"), "-o", str(tmp_path / "o3"),
+                                          "--scheduler", "tcp://127.0.0.1:9", "--memory-limit", "1GB"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "not with --scheduler" in r.stderr
+
+
 def make_certs(d: Path) -> dict:
     """A throwaway CA and a certificate for 127.0.0.1 signed by it (openssl)."""
     def ssl(*args):
