@@ -3,7 +3,13 @@
 - ``many_small``: tens of thousands of small gzip files of English-like text
   (a few hundred bytes to a few KB each), for the built-in ``sentences`` converter;
 - ``cpu_heavy``: a few thousand plain ``.txt`` files of 10-30 KB, for the
-  ``heavy`` converter below, whose per-word work dominates the run.
+  ``heavy`` converter below, whose per-word work dominates the run;
+- ``skewed``: plain ``.txt`` files from 500 B to 8 MB: thousands of tiny ones,
+  hundreds of medium ones and a few huge ones;
+- ``one_big_file``: one JSON-lines file of ``size_mb`` megabytes, records
+  ``{"id", "title", "text", "score"}`` with 300 B - 3 KB of text each;
+- ``doubled``: hard links to every file of another corpus, twice over, so a
+  run over it yields each record of that corpus exactly twice.
 
 ``cached(name, data_dir, **sizes)`` builds a corpus once under ``data_dir`` and
 reuses it afterwards (a hidden ``.complete`` file marks a finished corpus;
@@ -13,6 +19,7 @@ from __future__ import annotations
 
 import gzip
 import itertools
+import json
 import os
 import random
 import shutil
@@ -23,7 +30,8 @@ from pathlib import Path
 from dask_prep import split_sentences, words
 from dask_prep.readers import read_text
 
-__all__ = ["many_small", "cpu_heavy", "heavy", "cached", "GENERATORS", "VERSION"]
+__all__ = ["many_small", "cpu_heavy", "skewed", "one_big_file", "doubled", "heavy", "cached",
+           "GENERATORS", "VERSION"]
 
 #: Bump when a generator changes, so cached corpora are rebuilt.
 VERSION = 1
@@ -94,6 +102,47 @@ def cpu_heavy(root, n_files: int = 2_000, seed: int = 0) -> Path:
     return root
 
 
+def skewed(root, n_tiny: int = 6_000, n_medium: int = 240, n_huge: int = 8, seed: int = 0) -> Path:
+    """Tiny (0.5-5 KB), medium (50-200 KB) and huge (4-8 MB) text files, shuffled by name."""
+    root, rng = Path(root), random.Random(seed)
+    sizes = ([rng.randint(500, 5_000) for _ in range(n_tiny)]
+             + [rng.randint(50_000, 200_000) for _ in range(n_medium)]
+             + [rng.randint(4_000_000, 8_000_000) for _ in range(n_huge)])
+    rng.shuffle(sizes)
+    for i, size in enumerate(sizes):
+        _path(root, i, ".txt").write_text(_text(rng, size))
+    return root
+
+
+def one_big_file(root, size_mb: int = 2_000, seed: int = 0) -> Path:
+    """``root/corpus.jsonl`` of about ``size_mb`` MB: one JSON object per line."""
+    root, rng = Path(root), random.Random(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    pool = [_text(rng, rng.randint(300, 3_000)).strip() for _ in range(4_000)]
+    target, size, i = size_mb * 1_000_000, 0, 0
+    with open(root / "corpus.jsonl", "w", encoding="utf-8") as f:
+        while size < target:
+            title = " ".join(rng.choices(WORDS, k=rng.randint(2, 6))).title()
+            line = json.dumps({"id": i, "title": title, "text": rng.choice(pool),
+                               "score": round(rng.random(), 4)}) + "\n"
+            f.write(line)
+            size += len(line)
+            i += 1
+    return root
+
+
+def doubled(root, source: str) -> Path:
+    """``root/a`` and ``root/b``, each with a hard link to every file under ``source``."""
+    root, source = Path(root), Path(source)
+    for copy in ("a", "b"):
+        for path in sorted(source.rglob("*")):
+            if path.is_file() and not path.name.startswith("."):
+                link = root / copy / path.relative_to(source)
+                link.parent.mkdir(parents=True, exist_ok=True)
+                os.link(path, link)
+    return root
+
+
 def heavy(path: str):
     """Converter: one ``{"ids", "n_words"}`` per sentence, with deliberate per-word CPU work.
 
@@ -113,12 +162,13 @@ def heavy(path: str):
         yield {"ids": ids, "n_words": len(toks)}
 
 
-GENERATORS = {"many-small": many_small, "cpu-heavy": cpu_heavy}
+GENERATORS = {"many-small": many_small, "cpu-heavy": cpu_heavy, "skewed": skewed,
+              "one-big-file": one_big_file, "doubled": doubled}
 
 
 def cached(name: str, data_dir, **sizes) -> Path:
     """The corpus ``GENERATORS[name](**sizes)`` under ``data_dir``, built on first use."""
-    tag = "-".join(f"{k}{v}" for k, v in sorted(sizes.items()))
+    tag = "-".join(f"{k}{Path(str(v)).name}" for k, v in sorted(sizes.items()))
     root = Path(data_dir) / f"{name}-v{VERSION}-{tag}"
     if (root / ".complete").exists():
         return root

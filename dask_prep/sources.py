@@ -100,7 +100,8 @@ def discover(
         (``**`` included), ``@list.txt`` files (one input a line, relative to the
         list's folder) and fsspec URLs such as ``s3://bucket/prefix/``.
     suffixes
-        Keep only files ending in one of these (``.txt`` also keeps ``.txt.gz``).
+        Keep only files ending in one of these (``.txt`` also keeps ``.txt.gz``;
+        ``.txt.gz`` keeps only those).
         Applies to what directories and globs expand to, not to files named
         explicitly.
     exclude
@@ -188,12 +189,11 @@ def _hidden(path: str, below: str, pattern: str = "") -> bool:
 def _keep(path: str, suffixes: tuple[str, ...]) -> bool:
     if not suffixes:
         return True
-    name = path.lower()
-    for comp in COMPRESSIONS:
-        if name.endswith(comp):
-            name = name[: -len(comp)]
-            break
-    return name.endswith(tuple(s.lower() for s in suffixes))
+    name, wanted = path.lower(), tuple(s.lower() for s in suffixes)
+    if name.endswith(wanted):  # ".txt", or ".txt.gz" asked for by its full name
+        return True
+    comp = next((c for c in COMPRESSIONS if name.endswith(c)), None)
+    return comp is not None and name[: -len(comp)].endswith(wanted)
 
 
 def _expand(inp: str, suffixes, storage_options, missing, patterns=()) -> Iterable[Source]:

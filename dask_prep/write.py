@@ -156,11 +156,14 @@ def _write(bag, out, fingerprint, format, shard_size, schema, on_error, metadata
     if max_errors is not None:
         check_errors(out, [done[i] for i in sorted(done)], max_errors)
     execute([parts[i] for i in todo], record)
+    t_commit = time.perf_counter()
     redo_conflicts(bag, spec, done)
     results = [done[i] for i in range(n)]
     manifest = commit(spec, results, fingerprint)
     manifest.update(metadata or {})
-    manifest["run"] = {"elapsed_seconds": round(time.perf_counter() - t0, 3),
+    t_end = time.perf_counter()
+    manifest["run"] = {"elapsed_seconds": round(t_end - t0, 3),
+                       "commit_seconds": round(t_end - t_commit, 3),
                        "resumed_partitions": n - len(todo)}
     out.write_json(MANIFEST, manifest)
     out.remove(WORK)

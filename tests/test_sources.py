@@ -27,6 +27,8 @@ def test_directory_is_walked_recursively_sorted_hidden_skipped(tree):
 def test_suffix_filter_sees_through_compression(tree):
     s = dp.discover(tree / "a", suffixes=".txt")
     assert names(s, tree) == ["a/b/z.txt", "a/x.txt", "a/y.txt.gz"]
+    # the compressed suffix named in full keeps only the compressed files
+    assert names(dp.discover(tree / "a", suffixes=".txt.gz"), tree) == ["a/y.txt.gz"]
 
 
 def test_glob_with_double_star_and_duplicates_removed(tree):
