@@ -30,6 +30,7 @@ import os
 import sys
 import time
 from functools import partial
+from itertools import islice
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -80,10 +81,14 @@ class ShardWriter:
         self.out, self.size, self.prefix, self.buf, self.n = out, size, prefix, [], 0
 
     def extend(self, records) -> None:
-        self.buf.extend(records)
-        while len(self.buf) >= self.size:
-            self._write(self.buf[:self.size])
-            del self.buf[:self.size]
+        records = iter(records)  # a generator is consumed a shard at a time
+        while True:
+            need = self.size - len(self.buf)
+            self.buf.extend(islice(records, need))
+            if len(self.buf) < self.size:
+                return
+            self._write(self.buf)
+            self.buf = []
 
     def close(self) -> None:
         if self.buf:

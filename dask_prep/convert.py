@@ -11,6 +11,7 @@
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Iterable, Iterator
@@ -76,19 +77,25 @@ def bag_of(parts: list[tuple[Piece, ...]], conv: Converter, *, on_error: str = "
     if on_error not in ON_ERROR:
         raise ValueError(f"on_error must be one of {ON_ERROR}, not {on_error!r}")
     options = dict(storage_options or {})
-    name = CONVERT_PREFIX + tokenize(parts, conv, on_error, options)
-    dsk = {(name, i): (convert_partition, list(pieces), conv, on_error, name, i, options)
+    # the plan as one string: tokenizing 50,000 Piece dataclasses one by one takes a second
+    plan = json.dumps([[[p.path, p.start, p.end] for p in pieces] for pieces in parts])
+    name = CONVERT_PREFIX + tokenize(plan, conv, on_error, options)
+    # pieces travel as plain tuples: a graph of 50,000 dataclass instances pickles
+    # and reaches the workers ~0.4 s slower
+    dsk = {(name, i): (convert_partition, [(p.path, p.start, p.end) for p in pieces], conv,
+                       on_error, name, i, options)
            for i, pieces in enumerate(parts)}
     return db.Bag(HighLevelGraph.from_collections(name, dsk, dependencies=[]), name, len(parts))
 
 
-def convert_partition(pieces: list[Piece], conv: Converter, on_error: str,
+def convert_partition(pieces: list[Piece | tuple], conv: Converter, on_error: str,
                       name: str, index: int, storage_options: dict | None = None) -> Iterator:
     """Yield the records of every piece that converts; report the ones that fail.
 
     A piece's records are yielded only after its conversion finished without
     error, so a file contributes all its records or none.
     """
+    pieces = [p if isinstance(p, Piece) else Piece(*p) for p in pieces]
     tag = (name, index)
     _tracking.start_partition(tag)
     _use_storage_options(pieces, storage_options)

@@ -178,20 +178,23 @@ def run(inputs, output, *, converter="text", format: str = "parquet", shard_size
     check_writable(OutputDir(output, storage_options), overwrite)  # before starting a cluster
     conv = resolve_converter(converter, encoding_errors=encoding_errors)
     with ExitStack() as stack:
+        def prepare():
+            sources = inputs if isinstance(inputs, Sources) else discover(
+                inputs, suffixes=suffixes, exclude=exclude, storage_options=storage_options)
+            parts = plan_partitions(sources, partition_size=partition_size, splittable=conv.splittable)
+            return sources, parts, bag_of(parts, conv, on_error=on_error,
+                                          storage_options=storage_options or sources.storage_options)
+
         with ThreadPoolExecutor(1) as pool:
-            # find the files while the cluster's worker processes start
-            found = pool.submit(lambda: inputs if isinstance(inputs, Sources) else discover(
-                inputs, suffixes=suffixes, exclude=exclude, storage_options=storage_options))
+            # find the files and plan the tasks while the cluster's worker processes start
+            prepared = pool.submit(prepare)
             session = stack.enter_context(dask_session(
                 client=client, scheduler=scheduler, workers=workers, memory_limit=memory_limit,
                 security=security))
-            sources = found.result()
+            sources, parts, bag = prepared.result()
         if sources.missing:
             logger.warning("%d input(s) not found: %s", len(sources.missing),
                            ", ".join(sources.missing[:5]))
-        parts = plan_partitions(sources, partition_size=partition_size, splittable=conv.splittable)
-        bag = bag_of(parts, conv, on_error=on_error,
-                     storage_options=storage_options or sources.storage_options)
         limit = _error_limit(max_errors, len(sources))
         metadata = {"sources": sources.summary(), "converter": conv.name,
                     "options": {"on_error": on_error, "encoding_errors": encoding_errors}}
