@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 import logging
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import dask
 import dask.bag as db
@@ -20,7 +20,7 @@ from .formats import get_format, schema_to_json, unify
 from .output import ERRORS, WORK, OutputDir
 from .shard import PartResult, ShardInfo, WriteSpec, _write_shard, write_tasks
 
-__all__ = ["commit", "redo_conflicts", "check_errors", "raise_fatal"]
+__all__ = ["commit", "redo_conflicts", "check_errors", "raise_fatal", "EarlyMerges", "Merged"]
 
 logger = logging.getLogger(__name__)
 
@@ -54,14 +54,60 @@ def _plan_merges(results: list[PartResult], n: int) -> list[list[tuple]]:
     return groups
 
 
+@dataclass
+class Merged:
+    """A merge of leftovers done while partitions were still converting."""
+    k: int
+    slices: list
+    schema: object
+    info: ShardInfo
+
+
+def _merge_early(spec: WriteSpec, k: int, slices: list, schema) -> Merged:
+    fmt = get_format(spec.format, schema)
+    return Merged(k, slices, schema, _merge(spec, slices, f"{WORK}/m{k:05d}{fmt.suffix}", schema))
+
+
+class EarlyMerges:
+    """Merge leftovers into full shards as soon as their place in the dataset is known.
+
+    Shard ``k`` of the merged leftovers is fixed once the partitions whose
+    leftovers fill it, and all partitions before them, are done. Merging it then,
+    while other partitions still convert, keeps the end of the run short.
+    The merge uses the schema of the partitions done so far; :func:`commit`
+    redoes it if the final schema differs (or partitions were redone).
+    """
+
+    def __init__(self, spec: WriteSpec):
+        self.spec, self.submitted = spec, set()
+        self.fmt = get_format(spec.format, spec.schema)
+
+    def ready(self, done: dict) -> list:
+        """Delayed merge tasks that became possible with the partitions in ``done``."""
+        prefix = []
+        while len(prefix) in done:
+            prefix.append(done[len(prefix)])
+        groups = _plan_merges(prefix, self.spec.shard_size)
+        full = [g for g in groups if sum(b - a for _, a, b in g) == self.spec.shard_size]
+        new = [k for k in range(len(full)) if k not in self.submitted]
+        if not new:
+            return []
+        schema = self.spec.schema
+        if self.fmt.has_schema and schema is None:
+            schemas = [r.schema for r in done.values() if r.schema is not None]
+            schema = unify(schemas) if schemas else None
+        self.submitted.update(new)
+        return [dask.delayed(_merge_early)(self.spec, k, full[k], schema) for k in new]
+
+
 def raise_fatal(res: PartResult) -> None:
     if res.fatal:
         kind, message = res.fatal
         raise {"ConversionError": ConversionError}.get(kind, SchemaMismatchError)(message)
 
 
-def redo_conflicts(bag: db.Bag, spec: WriteSpec, done: dict) -> None:
-    """Redo the partitions whose records' types clash with earlier partitions'.
+def redo_conflicts(bag: db.Bag, spec: WriteSpec, done: dict) -> bool:
+    """Redo the partitions whose records' types clash with earlier partitions'; say if any.
 
     Within a partition a clashing source is dropped as it arrives; across
     partitions the clash shows only now. Walking the partitions in order, the
@@ -69,7 +115,7 @@ def redo_conflicts(bag: db.Bag, spec: WriteSpec, done: dict) -> None:
     again starting from it, so only its offending sources are dropped.
     """
     if not get_format(spec.format).has_schema or spec.schema is not None:
-        return
+        return False
     accumulated, redo = None, []
     for i in sorted(done):
         schema = done[i].schema
@@ -80,13 +126,14 @@ def redo_conflicts(bag: db.Bag, spec: WriteSpec, done: dict) -> None:
         except SchemaMismatchError:
             redo.append(i)  # with on_error="raise", the redo stops at the source, by name
     if not redo:
-        return
+        return False
     logger.info("redoing %d partition(s) whose types clash with earlier ones", len(redo))
     hinted = replace(spec, schema=accumulated, schema_is_hint=True)
     tasks = write_tasks(bag, hinted)
     for res_list in execute([tasks[i] for i in redo]):
         raise_fatal(res_list[0])
         done[res_list[0].index] = res_list[0]
+    return True
 
 
 def check_errors(out: OutputDir, results: list[PartResult], max_errors: int) -> None:
@@ -108,7 +155,9 @@ def _write_errors(out: OutputDir, results: list[PartResult]) -> dict[str, int]:
     return dict(sorted(Counter(e.error for e in errors).items(), key=lambda kv: (-kv[1], kv[0])))
 
 
-def commit(spec: WriteSpec, results: list[PartResult], fingerprint: str) -> dict:
+def commit(spec: WriteSpec, results: list[PartResult], fingerprint: str,
+           merged: dict[int, Merged] | None = None) -> dict:
+    """Finish the dataset; ``merged`` are leftovers merged early (:class:`EarlyMerges`)."""
     out, fmt = spec.out, get_format(spec.format, spec.schema)
     schema = spec.schema
     if fmt.has_schema and schema is None:
@@ -118,13 +167,18 @@ def commit(spec: WriteSpec, results: list[PartResult], fingerprint: str) -> dict
     owner = [r.schema for r in results for _ in r.shards]
     stale = [i for i, part_schema in enumerate(owner) if fmt.has_schema and part_schema != schema]
     merges = _plan_merges(results, spec.shard_size)
+    merged = merged or {}
+    reuse = {k: merged[k].info for k, g in enumerate(merges)
+             if k in merged and merged[k].slices == g and merged[k].schema == schema}
+    todo = [k for k in range(len(merges)) if k not in reuse]
     tasks = [dask.delayed(_rewrite)(spec, full[i], schema) for i in stale]
-    tasks += [dask.delayed(_merge)(spec, g, f"{WORK}/m{k:05d}{fmt.suffix}", schema)
-              for k, g in enumerate(merges)]
+    tasks += [dask.delayed(_merge)(spec, merges[k], f"{WORK}/m{k:05d}{fmt.suffix}", schema)
+              for k in todo]
     new = execute(tasks)
     for i, info in zip(stale, new):
         full[i] = info
-    shards = full + new[len(stale):]
+    reuse.update(zip(todo, new[len(stale):]))
+    shards = full + [reuse[k] for k in range(len(merges))]
     final = []
     for k, info in enumerate(shards):
         name = f"shard-{k:05d}{fmt.suffix}"

@@ -16,6 +16,7 @@ from .sources import COMPRESSIONS
 __all__ = ["open_bytes", "read_bytes", "read_text", "iter_lines"]
 
 _SNIFF = 8192
+_BLOCK = 1 << 20
 
 
 def _compression(path: str) -> str | None:
@@ -94,15 +95,32 @@ def iter_lines(path: str, start: int | None = None, end: int | None = None,
             lineno = None
         else:
             pos, lineno = 0, 0
+        tail = b""
+        # read in blocks and split them in C: a readline() per line costs twice as much
         while end is None or pos < end:
-            raw = f.readline()
-            if not raw:
-                if lineno == 0:
+            block = f.read(_BLOCK)
+            if not block:
+                if tail:
+                    yield from _lines(path, [tail], pos, lineno, end, errors)
+                elif lineno == 0:
                     raise EmptyFileError(_EMPTY)
-                break
-            if lineno is not None and pos < _SNIFF:
-                _check_text(raw[: _SNIFF - pos], path, pos)
-            pos += len(raw)
+                return
+            lines = (tail + block).split(b"\n")
+            tail = lines.pop()
+            yield from _lines(path, lines, pos, lineno, end, errors)
+            pos += sum(map(len, lines)) + len(lines)
             if lineno is not None:
-                lineno += 1
-            yield lineno, decode(raw, errors).rstrip("\r\n")
+                lineno += len(lines)
+
+
+def _lines(path, raws: list[bytes], pos: int, lineno, end, errors) -> Iterator[tuple[int | None, str]]:
+    """The lines ``raws`` (newlines removed) that start before ``end``; the first starts at ``pos``."""
+    for raw in raws:
+        if end is not None and pos >= end:
+            return
+        if lineno is not None:
+            lineno += 1
+            if pos < _SNIFF:
+                _check_text(raw[: _SNIFF - pos], path, pos)
+        pos += len(raw) + 1
+        yield lineno, decode(raw, errors).rstrip("\r\n")

@@ -27,6 +27,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 
+import dask
 import dask.bag as db
 from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph
@@ -287,8 +288,9 @@ def write_tasks(bag: db.Bag, spec: WriteSpec) -> list:
     """
     name = "dask-prep-write-" + tokenize(bag.name, spec)
     dsk = {(name, i): (write_partition, (bag.name, i), i, spec) for i in range(bag.npartitions)}
-    graph = HighLevelGraph.from_collections(name, dsk, dependencies=[bag])
-    return db.Bag(graph, name, bag.npartitions).to_delayed(optimize_graph=True)
+    with dask.annotate(priority=lambda key: -key[1]):
+        graph = HighLevelGraph.from_collections(name, dsk, dependencies=[bag])
+        return db.Bag(graph, name, bag.npartitions).to_delayed(optimize_graph=True)
 
 
 def dask_setup(worker=None) -> None:

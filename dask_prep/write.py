@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import dask.bag as db
 
-from .commit import check_errors, commit, raise_fatal, redo_conflicts
+from .commit import EarlyMerges, Merged, check_errors, commit, raise_fatal, redo_conflicts
 from .convert import CONVERT_PREFIX
 from .errors import OutputExistsError
 from .execute import execute
@@ -143,23 +143,29 @@ def _write(bag, out, fingerprint, format, shard_size, schema, on_error, metadata
         logger.info("resuming: %d of %d partitions were already done", len(done), n)
     parts = write_tasks(bag, spec)
     todo = [i for i in range(n) if i not in done]
+    early, merged = EarlyMerges(spec), {}
 
-    def record(res_list):
-        res = res_list[0]
+    def record(result):
+        if isinstance(result, Merged):
+            merged[result.k] = result
+            return []
+        res = result[0]
         raise_fatal(res)
         done[res.index] = res
         if max_errors is not None:
             check_errors(out, [done[i] for i in sorted(done)], max_errors)
         if on_partition:
             on_partition(res, len(done), n)
+        return early.ready(done) if len(done) < n else []
 
     if max_errors is not None:
         check_errors(out, [done[i] for i in sorted(done)], max_errors)
     execute([parts[i] for i in todo], record)
     t_commit = time.perf_counter()
-    redo_conflicts(bag, spec, done)
+    if redo_conflicts(bag, spec, done):
+        merged = {}  # their slices may have moved
     results = [done[i] for i in range(n)]
-    manifest = commit(spec, results, fingerprint)
+    manifest = commit(spec, results, fingerprint, merged)
     manifest.update(metadata or {})
     t_end = time.perf_counter()
     manifest["run"] = {"elapsed_seconds": round(t_end - t0, 3),

@@ -158,3 +158,30 @@ def test_bad_shard_size(tmp_path, bad):
 def test_empty_bag_gives_empty_complete_dataset(tmp_path):
     m = dp.write_shards(dp.to_bag(dp.discover([]), "text"), tmp_path)
     assert m["total_records"] == 0 and m["shards"] == [] and len(dp.open(tmp_path)) == 0
+
+
+def test_leftovers_merged_during_the_run_give_the_same_bytes(client, tmp_path, monkeypatch):
+    """Early merges (while partitions convert) produce what merging at the end does,
+    and a schema that widens later (null -> string) makes commit redo them."""
+    from dask_prep import commit as commit_mod
+    sizes = [7, 13, 9, 11, 5, 17, 8, 12, 6, 10, 14, 9]
+    starts = [sum(sizes[:i]) for i in range(len(sizes))]
+    bag = db.from_delayed([delayed(lambda a, n: [{"i": k, "s": None if a < 40 else f"v{k}"}
+                                                  for k in range(a, a + n)])(a, n)
+                           for a, n in zip(starts, sizes)])
+    ready, early = commit_mod.EarlyMerges.ready, []
+
+    def counting(self, done):
+        tasks = ready(self, done)
+        early.extend(tasks)
+        return tasks
+
+    monkeypatch.setattr(commit_mod.EarlyMerges, "ready", counting)
+    m1 = dp.write_shards(bag, tmp_path / "early", shard_size=10)
+    assert early, "no leftovers were merged during the run"
+    monkeypatch.setattr(commit_mod.EarlyMerges, "ready", lambda self, done: [])
+    m2 = dp.write_shards(bag, tmp_path / "late", shard_size=10)
+    assert [s["sha256"] for s in m1["shards"]] == [s["sha256"] for s in m2["shards"]]
+    table = pa.concat_tables(pq.read_table(tmp_path / "early" / s["file"]) for s in m1["shards"])
+    assert table.schema.field("s").type == pa.string()
+    assert sorted(table.column("i").to_pylist()) == list(range(sum(sizes)))
