@@ -65,14 +65,14 @@ class Workload:
 
 
 WORKLOADS = [
-    Workload("many-small", "many-small", {"n_files": 50_000}, {"n_files": 400}, "sentences",
+    Workload("many-small", "many-small", {"n_files": 80_000}, {"n_files": 400}, "sentences",
              (".txt.gz",), note="gzip files of 0.3-5 KB of text, `sentences`"),
-    Workload("cpu-heavy", "cpu-heavy", {"n_files": 2_000}, {"n_files": 40}, "heavy",
+    Workload("cpu-heavy", "cpu-heavy", {"n_files": 2_500}, {"n_files": 40}, "heavy",
              note="10-30 KB text files, the `heavy` converter (sentences, words, trigrams, vocabulary ids)"),
-    Workload("skewed", "skewed", {"n_tiny": 6_000, "n_medium": 240, "n_huge": 8},
+    Workload("skewed", "skewed", {"n_tiny": 9_000, "n_medium": 360, "n_huge": 12},
              {"n_tiny": 200, "n_medium": 8, "n_huge": 2}, "sentences",
-             note="6,000 files of 0.5-5 KB, 240 of 50-200 KB, 8 of 4-8 MB; `sentences`"),
-    Workload("one-big-file", "one-big-file", {"size_mb": 2_000}, {"size_mb": 8}, "jsonl",
+             note="files of 0.5-5 KB (9,000), 50-200 KB (360) and 4-8 MB (12); `sentences`"),
+    Workload("one-big-file", "one-big-file", {"size_mb": 3_000}, {"size_mb": 8}, "jsonl",
              (".jsonl",), note="one JSON-lines file, 300 B - 3 KB of text per record; `jsonl`"),
     Workload(BTM, "cpu-heavy", {"n_files": 8_000}, {"n_files": 150}, "sentences",
              methods=("dask-prep",), memory_limit="400MB",

@@ -38,7 +38,7 @@ import cloudpickle
 
 from ._tracking import report_bad_item
 from .errors import ConverterNotFoundError
-from .readers import iter_lines, read_text
+from .readers import iter_lines, read_paragraphs, read_text
 
 __all__ = ["Converter", "register_converter", "resolve_converter", "converter_names",
            "split_sentences", "words"]
@@ -85,8 +85,8 @@ def csv(path: str, *, errors: str = "strict") -> Iterator[dict]:
     yield from _csv.DictReader(io.StringIO(read_text(path, errors), newline=""))
 
 
-def sentences(path: str, *, errors: str = "strict") -> Iterator[dict]:
-    for sentence in split_sentences(read_text(path, errors)):
+def sentences(path: str, *, errors: str = "strict", start=None, end=None) -> Iterator[dict]:
+    for sentence in split_sentences(read_paragraphs(path, start, end, errors)):
         toks = _WORD.findall(sentence)
         if toks:
             yield {"text": sentence, "words": toks}
@@ -99,8 +99,9 @@ def sentences(path: str, *, errors: str = "strict") -> Iterator[dict]:
 class Converter:
     """A resolved converter: what the pipeline calls for each source.
 
-    ``splittable`` converters read line by line and accept ``start``/``end`` byte
-    offsets, so one large uncompressed file can be converted in parallel pieces.
+    ``splittable`` converters accept ``start``/``end`` byte offsets (reading the
+    lines, or for ``sentences`` the paragraphs, that start in that range), so one
+    large uncompressed file can be converted in parallel pieces.
     """
 
     name: str
@@ -120,7 +121,7 @@ _REGISTRY: dict[str, tuple[Callable, bool]] = {
     "lines": (lines, True),
     "jsonl": (jsonl, True),
     "csv": (csv, False),
-    "sentences": (sentences, False),
+    "sentences": (sentences, True),  # split at blank lines, which end sentences anyway
 }
 _BUILTIN = frozenset(_REGISTRY)
 

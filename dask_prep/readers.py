@@ -13,7 +13,7 @@ import fsspec
 from .errors import BinaryFileError, EmptyFileError
 from .sources import COMPRESSIONS
 
-__all__ = ["open_bytes", "read_bytes", "read_text", "iter_lines"]
+__all__ = ["open_bytes", "read_bytes", "read_text", "read_paragraphs", "iter_lines"]
 
 _SNIFF = 8192
 _BLOCK = 1 << 20
@@ -124,3 +124,38 @@ def _lines(path, raws: list[bytes], pos: int, lineno, end, errors) -> Iterator[t
                 _check_text(raw[: _SNIFF - pos], path, pos)
         pos += len(raw) + 1
         yield lineno, decode(raw, errors).rstrip("\r\n")
+
+
+def read_paragraphs(path: str, start: int | None = None, end: int | None = None,
+                    errors: str = "strict") -> str:
+    """The text of the paragraphs starting in ``[start, end)``, for splitting prose.
+
+    Ranges are cut at blank lines: a range runs from the first blank line at or
+    after ``start`` (the file's start for 0) to the first one at or after
+    ``end`` (the file's end for ``None``). Ranges that tile a file therefore
+    tile its text at paragraph breaks, which end sentences anyway.
+    """
+    if not start and end is None:
+        return read_text(path, errors)
+    with open_bytes(path) as f:
+        begin = _blank_line_at_or_after(f, start) if start else 0
+        stop = None if end is None else _blank_line_at_or_after(f, end)
+        if stop is not None and stop <= begin:
+            return ""
+        f.seek(begin)
+        data = f.read() if stop is None else f.read(stop - begin)
+    if begin == 0:
+        _check_text(data, path)
+    return decode(data, errors)
+
+
+def _blank_line_at_or_after(f, pos: int) -> int:
+    """The offset where the first whitespace-only line starting at or after ``pos``
+    starts, or the end of the file."""
+    f.seek(pos - 1)
+    p = pos - 1 + len(f.readline())  # the first line start >= pos
+    while True:
+        line = f.readline()
+        if not line or not line.strip():
+            return p
+        p += len(line)

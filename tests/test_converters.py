@@ -48,7 +48,7 @@ def test_jsonl_bad_lines_reported_with_numbers_good_kept(tmp_path):
 def test_resolve_builtin_binds_encoding_errors():
     conv = resolve_converter("sentences", encoding_errors="replace")
     assert conv.name == "sentences" and dict(conv.options) == {"errors": "replace"}
-    assert not conv.splittable and resolve_converter("jsonl").splittable
+    assert conv.splittable and resolve_converter("jsonl").splittable and not resolve_converter("text").splittable
 
 
 def test_resolve_unknown_names_the_choices():

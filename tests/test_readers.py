@@ -66,6 +66,19 @@ def test_byte_ranges_tile_a_file_into_every_line_once(tmp_path_factory, lines, c
     assert pieces == data.decode().splitlines()
 
 
+@settings(max_examples=80, deadline=None)
+@given(text=st.text(alphabet="ab é.!?\n \t\r", min_size=1, max_size=300).filter(str.strip),
+       cuts=st.lists(st.integers(min_value=1, max_value=600), max_size=6))
+def test_sentences_over_byte_ranges_are_the_sentences_of_the_whole_file(tmp_path_factory, text, cuts):
+    from dask_prep.converters import sentences
+    data = text.encode()
+    p = tmp_path_factory.mktemp("prose") / "f.txt"
+    p.write_bytes(data)
+    bounds = sorted({0, len(data), *(c for c in cuts if c < len(data))})
+    pieces = [r for a, b in zip(bounds, bounds[1:]) for r in sentences(str(p), start=a, end=b)]
+    assert pieces == list(sentences(str(p)))
+
+
 @pytest.mark.parametrize("name", ["empty.txt", "empty.txt.gz"])
 def test_empty_documents_are_errors(tmp_path, name):
     p = tmp_path / name
