@@ -4,7 +4,8 @@ Each partition is a contiguous run of the sorted sources, so record order follow
 source order. A partition is weighed as its bytes plus a fixed cost per file, so
 100,000 empty files do not become one task and one huge file does not share a
 task with thousands of small ones. A file larger than a partition is split into
-byte ranges when the converter reads line by line and the file is not compressed.
+byte ranges when the converter is splittable (lines, JSON lines, or sentences at
+blank lines) and the file is not compressed.
 
 The plan depends only on the sources and the options, never on the cluster, so
 the same inputs give the same shards on 1 worker or 100.
