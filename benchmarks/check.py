@@ -14,6 +14,7 @@ or ``string`` vs ``large_string`` (a matter of the writer) do not differ.
 from __future__ import annotations
 
 import zlib
+from hashlib import blake2b
 from pathlib import Path
 from typing import NamedTuple
 
@@ -62,8 +63,12 @@ def _segments(element_hashes: np.ndarray, offsets: np.ndarray) -> np.ndarray:
         return _mix(sums[base[1:]] - sums[base[:-1]] + lengths.astype(U64) * K_LEN)
 
 
-def _hash(arr: pa.Array) -> np.ndarray:
-    """A uint64 hash per element of ``arr`` (nulls hash to a constant)."""
+def _hash(arr: pa.Array, top: bool = True) -> np.ndarray:
+    """A uint64 hash per element of ``arr`` (nulls hash to a constant).
+
+    Strings in a record's own fields (often long) are hashed one by one with
+    BLAKE2b, ~1 GB/s; strings inside lists (short words) with numpy, per byte.
+    """
     t = arr.type
     if pa.types.is_dictionary(t):
         arr = arr.dictionary_decode()
@@ -72,13 +77,20 @@ def _hash(arr: pa.Array) -> np.ndarray:
             or pa.types.is_large_binary(t):
         arr = arr.cast(pa.large_binary())
         offsets = np.frombuffer(arr.buffers()[1], np.int64)[arr.offset:arr.offset + len(arr) + 1]
-        data = np.frombuffer(arr.buffers()[2], np.uint8) if len(arr) else np.zeros(0, np.uint8)
-        values = data[offsets[0]:offsets[-1]].astype(U64) + U64(1)
-        h = _segments(values, offsets)
+        if top:
+            data = memoryview(arr.buffers()[2]) if len(arr) else memoryview(b"")
+            bounds = offsets.tolist()
+            digests = b"".join([blake2b(data[a:b], digest_size=8).digest()
+                                for a, b in zip(bounds, bounds[1:])])
+            h = np.frombuffer(digests, U64).copy()
+        else:
+            data = np.frombuffer(arr.buffers()[2], np.uint8) if len(arr) else np.zeros(0, np.uint8)
+            values = data[offsets[0]:offsets[-1]].astype(U64) + U64(1)
+            h = _segments(values, offsets)
     elif pa.types.is_list(t) or pa.types.is_large_list(t):
         arr = arr.cast(pa.large_list(t.value_type))
         offsets = np.asarray(arr.offsets, dtype=np.int64)
-        inner = _hash(arr.values.slice(offsets[0], offsets[-1] - offsets[0]))
+        inner = _hash(arr.values.slice(offsets[0], offsets[-1] - offsets[0]), top=False)
         h = _segments(inner, offsets - offsets[0]) if len(arr) else np.zeros(0, U64)
     elif pa.types.is_integer(t) or pa.types.is_boolean(t):
         h = _mix(pc.fill_null(arr.cast(pa.int64()), 0).to_numpy(zero_copy_only=False).view(U64))

@@ -72,7 +72,7 @@ WORKLOADS = [
     Workload("skewed", "skewed", {"n_tiny": 9_000, "n_medium": 360, "n_huge": 12},
              {"n_tiny": 200, "n_medium": 8, "n_huge": 2}, "sentences",
              note="files of 0.5-5 KB (9,000), 50-200 KB (360) and 4-8 MB (12); `sentences`"),
-    Workload("one-big-file", "one-big-file", {"size_mb": 3_000}, {"size_mb": 8}, "jsonl",
+    Workload("one-big-file", "one-big-file", {"size_mb": 2_000}, {"size_mb": 8}, "jsonl",
              (".jsonl",), note="one JSON-lines file, 300 B - 3 KB of text per record; `jsonl`"),
     Workload(BTM, "cpu-heavy", {"n_files": 8_000}, {"n_files": 150}, "sentences",
              methods=("dask-prep",), memory_limit="400MB",
