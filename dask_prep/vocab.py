@@ -273,7 +273,7 @@ def with_token_ids(converter, vocab: Vocab, *, column: str = "words", out: str =
     >>> import dask_prep as dp
     >>> conv = dp.with_token_ids("sentences", dp.Vocab(["<pad>", "<unk>", "Hi"]))
     >>> conv.name, conv.splittable
-    ('sentences+token_ids', False)
+    ('sentences+token_ids', True)
     """
     conv = resolve_converter(converter, encoding_errors=encoding_errors)
     add = AddTokenIds(vocab, column, out, keep, as_list)
