@@ -18,7 +18,7 @@ on a corpus and on that corpus doubled).
 
 Run from the project root (``pip install -e ".[bench]"`` first)::
 
-    python -m benchmarks                  # full sizes, 3 rounds (about an hour on 2 cores)
+    python -m benchmarks                  # full sizes, 3 rounds (about 40 minutes on 2 cores)
     python -m benchmarks --quick          # tiny corpora, 1 round: a smoke test
     python -m benchmarks -w skewed -w one-big-file --repeat 5 --scale 0.5
 """
