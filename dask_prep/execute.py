@@ -34,9 +34,10 @@ def execute(tasks: list, on_result: Callable | None = None) -> list:
     client = current_client()
     if client is None:
         results = list(dask.compute(*tasks))
-        more = [t for r in results for t in (on_result(r) if on_result else None) or ()]
-        while more:
-            more = [t for r in dask.compute(*more) for t in on_result(r) or ()]
+        batch = results
+        while batch and on_result:
+            more = [t for r in batch for t in on_result(r) or ()]
+            batch = list(dask.compute(*more)) if more else []
         return results
     from distributed import as_completed
     futures = client.compute(tasks)

@@ -129,26 +129,25 @@ class _PartitionWriter:
         self.groups.append((source, len(group)))
         if len(self.rows) >= self.spec.shard_size:
             self._convert()
-        while self.npending >= self.spec.shard_size:
-            self._emit_full()
 
     def _convert(self) -> None:
         """Convert the waiting records in one call (per-call overhead dominates for
-        small sources); if they do not fit one schema, go source by source and
-        leave out the ones that clash."""
+        small sources), or, if they do not fit one schema, source by source leaving
+        out the ones that clash; then write every full shard."""
         rows, groups = self.rows, self.groups
         self.rows, self.groups = [], []
-        if not rows:
-            return
-        try:
-            self._pend(self.fmt.batch(rows), len(rows))
-            return
-        except SchemaMismatchError:
-            pass
-        start = 0
-        for source, count in groups:
-            self._convert_group(rows[start:start + count], source)
-            start += count
+        if rows:
+            try:
+                batch = self.fmt.batch(rows)
+            except SchemaMismatchError:
+                start = 0
+                for source, count in groups:
+                    self._convert_group(rows[start:start + count], source)
+                    start += count
+            else:
+                self._pend(batch, len(rows))
+        while self.npending >= self.spec.shard_size:
+            self._emit_full()
 
     def _convert_group(self, group: list, source: str | None) -> None:
         try:
@@ -175,8 +174,6 @@ class _PartitionWriter:
 
     def finish(self, conversion_errors: list) -> PartResult:
         self._convert()
-        while self.npending >= self.spec.shard_size:
-            self._emit_full()
         res = self.result
         if self.npending:
             name = f"{WORK}/p{self.index:05d}-rem{self.fmt.stage_suffix or self.fmt.suffix}"
