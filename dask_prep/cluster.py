@@ -47,6 +47,43 @@ def _sigint_ignored():
         signal.signal(signal.SIGINT, previous)
 
 
+#: What the fork server imports once, so each worker starts with it loaded.
+WORKER_MODULES = ["distributed", "pandas", "dask_prep.shard"]
+
+
+def _start_method() -> str:
+    """``forkserver`` where it exists and Dask's setting is its default (``spawn``).
+
+    A spawned worker starts a new interpreter and imports dask, distributed,
+    pyarrow and pandas: ~0.3 s more on a 2-core machine, on every run, and
+    0.2 s more to close (the interpreter's teardown). A fork server imports
+    them once per Python process, while the scheduler starts, and forks each
+    worker ready. Unlike ``fork``, it never copies the client's threads.
+
+    The server keeps the environment it started with, so it gets what the
+    nanny sets before spawning a worker (``MALLOC_TRIM_THRESHOLD_``,
+    ``OMP_NUM_THREADS``, ``PYTHONHASHSEED``, ...), set here as the nanny
+    would; :func:`dask_session` hands each worker the current environment too.
+    """
+    import multiprocessing
+
+    import dask
+
+    method = dask.config.get("distributed.worker.multiprocessing-method")
+    if method != "spawn" or "forkserver" not in multiprocessing.get_all_start_methods():
+        return method
+    from multiprocessing import forkserver
+
+    environ = {k: os.environ.get(k, str(v))
+               for k, v in dask.config.get("distributed.nanny.pre-spawn-environ").items() if v is not None}
+    if environ.get("PYTHONHASHSEED") in (None, "0"):
+        environ["PYTHONHASHSEED"] = "6640"  # what the nanny sets: the same hashes in every worker
+    os.environ.update(environ)  # (the nanny itself does this before each spawn)
+    multiprocessing.get_context("forkserver").set_forkserver_preload(WORKER_MODULES)
+    forkserver.ensure_running()  # returns at once; the server imports in the background
+    return "forkserver"
+
+
 @contextmanager
 def dask_session(*, client=None, scheduler: str | None = None, workers: int | None = None,
                  memory_limit="auto", timeout: float = 10, security=None):
@@ -93,11 +130,15 @@ def dask_session(*, client=None, scheduler: str | None = None, workers: int | No
     # overlaps with discovery, instead of inside the first tasks. They start
     # with Ctrl-C ignored: a terminal sends SIGINT to the whole process group,
     # and only this process should react (by closing the cluster).
+    import dask
+
     with _sigint_ignored():
-        cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                               host="127.0.0.1", dashboard_address="127.0.0.1:0",
-                               memory_limit=memory_limit, preload=["dask_prep.shard"],
-                               silence_logs=logging.ERROR)
+        method = _start_method()
+        with dask.config.set({"distributed.worker.multiprocessing-method": method}):
+            cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
+                                   host="127.0.0.1", dashboard_address="127.0.0.1:0",
+                                   memory_limit=memory_limit, preload=["dask_prep.shard"],
+                                   env=dict(os.environ), silence_logs=logging.ERROR)
     try:
         c = Client(cluster)
         port = cluster.scheduler.http_server.port if cluster.scheduler.http_server else None

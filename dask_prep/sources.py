@@ -16,6 +16,7 @@ import posixpath
 import stat
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from operator import attrgetter
 
 import fsspec
 from fsspec.core import url_to_fs
@@ -58,6 +59,9 @@ class Sources(Sequence):
 
     def __len__(self) -> int:
         return len(self.items)
+
+    def __iter__(self):
+        return iter(self.items)
 
     @property
     def total_bytes(self) -> int:
@@ -117,8 +121,9 @@ def discover(
     for inp in _as_list(inputs):
         for source in _expand(inp, suffixes, storage_options, missing, patterns):
             found.setdefault(source.path, source)
-    kept = [s for s in found.values() if not _excluded(s.path, patterns)]
-    return Sources(tuple(sorted(kept)), tuple(missing), len(found) - len(kept), storage_options)
+    kept = [s for s in found.values() if not (patterns and _excluded(s.path, patterns))]
+    kept.sort(key=attrgetter("path"))  # paths are unique: no need to compare sizes
+    return Sources(tuple(kept), tuple(missing), len(found) - len(kept), storage_options)
 
 
 def _as_list(inputs) -> list[str]:
@@ -132,7 +137,7 @@ def _as_suffixes(suffixes) -> tuple[str, ...]:
         return ()
     if isinstance(suffixes, str):
         suffixes = [suffixes]
-    return tuple(s if s.startswith(".") else "." + s for s in suffixes)
+    return tuple((s if s.startswith(".") else "." + s).lower() for s in suffixes)
 
 
 def _exclude_patterns(exclude) -> list[str]:
@@ -187,13 +192,14 @@ def _hidden(path: str, below: str, pattern: str = "") -> bool:
 
 
 def _keep(path: str, suffixes: tuple[str, ...]) -> bool:
+    """``suffixes`` as :func:`_as_suffixes` gives them (lower case)."""
     if not suffixes:
         return True
-    name, wanted = path.lower(), tuple(s.lower() for s in suffixes)
-    if name.endswith(wanted):  # ".txt", or ".txt.gz" asked for by its full name
+    name = path.lower()
+    if name.endswith(suffixes):  # ".txt", or ".txt.gz" asked for by its full name
         return True
     comp = next((c for c in COMPRESSIONS if name.endswith(c)), None)
-    return comp is not None and name[: -len(comp)].endswith(wanted)
+    return comp is not None and name[: -len(comp)].endswith(suffixes)
 
 
 def _expand(inp: str, suffixes, storage_options, missing, patterns=()) -> Iterable[Source]:
@@ -229,22 +235,30 @@ def _walk_local(root: str, suffixes, patterns, missing: list) -> Iterable[Source
     FIFOs, sockets and devices are reported in ``missing`` (opening a FIFO would
     block a worker forever); a broken link is kept for its conversion to report.
     """
-    for dirpath, dirnames, filenames in os.walk(os.path.abspath(root)):
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")
-                       and not _excluded(os.path.join(dirpath, d) + "/", patterns)]
-        for name in filenames:
-            path = os.path.join(dirpath, name)
-            if name.startswith(".") or not _keep(path, suffixes):
+    folders = [os.path.abspath(root)]
+    while folders:
+        try:
+            entries = list(os.scandir(folders.pop()))
+        except OSError:  # unreadable or vanished: as os.walk, skip it
+            continue
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            if entry.is_dir():  # a link to a folder is not followed (as os.walk)
+                if not entry.is_symlink() and not _excluded(entry.path + "/", patterns):
+                    folders.append(entry.path)
+                continue
+            if not _keep(entry.name, suffixes):
                 continue
             try:
-                st = os.stat(path)
+                st = entry.stat()
             except OSError:  # a broken link: its conversion reports the error
-                yield Source(path, 0)
+                yield Source(entry.path, 0)
                 continue
             if stat.S_ISREG(st.st_mode):
-                yield Source(path, st.st_size)
+                yield Source(entry.path, st.st_size)
             else:
-                missing.append(f"{path} (not a regular file)")
+                missing.append(f"{entry.path} (not a regular file)")
 
 
 def _expand_list(list_path: str, suffixes, storage_options, missing, patterns) -> Iterable[Source]:

@@ -2,6 +2,7 @@
 callables from the user's own code, and unreachable schedulers."""
 import os
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -101,6 +102,33 @@ def test_memory_limit_applies_to_local_workers_only(tmp_path):
                                           "--scheduler", "tcp://127.0.0.1:9", "--memory-limit", "1GB"],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "not with --scheduler" in r.stderr
+
+
+def _worker_view():
+    # /proc/self/environ is the environment the process image started with:
+    # what glibc read MALLOC_TRIM_THRESHOLD_ from
+    started = Path("/proc/self/environ").read_bytes().split(b"\0")
+    return (os.environ.get("DASK_PREP_TEST_VAR"), b"MALLOC_TRIM_THRESHOLD_=65536" in started,
+            hash("dask-prep"))
+
+
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="reads /proc")
+def test_local_workers_see_each_sessions_environment(monkeypatch):
+    """Workers are forked from a server started once; they still get the
+    environment of the session that starts them, what the nanny sets before
+    starting a process, and the string hashes of the nanny's spawned workers."""
+    from dask_prep.cluster import dask_session
+
+    views = []
+    for value in ("first", "second"):
+        monkeypatch.setenv("DASK_PREP_TEST_VAR", value)
+        with dask_session(workers=2) as session:
+            views.append(sorted(session.client.run(_worker_view).values()))
+    assert [{v[0] for v in vs} for vs in views] == [{"first"}, {"second"}]
+    assert all(v[1] for vs in views for v in vs)
+    spawned = subprocess.run([sys.executable, "-c", "print(hash('dask-prep'))"], capture_output=True,
+                             text=True, env={**os.environ, "PYTHONHASHSEED": "6640"}, check=True)
+    assert {v[2] for vs in views for v in vs} == {int(spawned.stdout)}
 
 
 def make_certs(d: Path) -> dict:

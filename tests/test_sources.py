@@ -83,3 +83,11 @@ def test_digest_changes_with_content_size(tree):
     before = dp.discover(tree).digest()
     (tree / "c.txt").write_text("longer content than before")
     assert dp.discover(tree).digest() != before
+
+
+def test_links_to_folders_are_not_followed_links_to_files_are(tree):
+    (tree / "a" / "loop").symlink_to(tree / "a", target_is_directory=True)
+    (tree / "a" / "to-c.txt").symlink_to(tree / "c.txt")
+    s = dp.discover(tree / "a", suffixes=".TXT")  # suffixes ignore case
+    assert names(s, tree) == ["a/b/z.txt", "a/to-c.txt", "a/x.txt", "a/y.txt.gz"]
+    assert s[1].size == (tree / "c.txt").stat().st_size
