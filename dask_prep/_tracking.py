@@ -7,9 +7,10 @@ Whether the chain is lazy (records stream from the converter into the writer) or
 reified (Dask materialised the partition first), the errors are waiting when the
 writer finishes.
 
-The module also tracks which source the record being pulled came from, so the
-writer can blame a schema error on the right file. That is exact only while the
-records stream lazily; after the conversion finishes ``source`` is ``None``.
+The module also tracks which piece of a source (a :class:`~dask_prep.plan.Piece`)
+the record being pulled came from, so the writer can take records piece by piece
+and blame a schema error on the right file. That is exact only while the records
+stream lazily; after the conversion finishes ``source`` is ``None``.
 """
 from __future__ import annotations
 
@@ -86,11 +87,11 @@ def drain(tags: set) -> list[SourceError]:
     return []
 
 
-def set_source(path: str | None) -> None:
-    _local.source = path
+def set_source(piece) -> None:
+    _local.source = piece
 
 
-def current_source() -> str | None:
+def current_source():
     return getattr(_local, "source", None)
 
 

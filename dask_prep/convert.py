@@ -27,7 +27,7 @@ from .errors import ConversionError
 from .plan import Piece, plan_partitions
 from .sources import Sources, discover
 
-__all__ = ["to_bag", "bag_of", "convert_partition", "CONVERT_PREFIX"]
+__all__ = ["to_bag", "bag_of", "convert_partition", "Converted", "CONVERT_PREFIX"]
 
 logger = logging.getLogger(__name__)
 
@@ -88,8 +88,8 @@ def bag_of(parts: list[tuple[Piece, ...]], conv: Converter, *, on_error: str = "
 
 
 def convert_partition(pieces: str | list[Piece], conv: Converter, on_error: str,
-                      name: str, index: int, storage_options: dict | None = None) -> Iterator:
-    """Yield the records of every piece that converts; report the ones that fail.
+                      name: str, index: int, storage_options: dict | None = None) -> Converted:
+    """The records of every piece that converts (an iterator); the ones that fail are reported.
 
     A piece's records are yielded only after its conversion finished without
     error, so a file contributes all its records or none. ``pieces`` may be
@@ -97,18 +97,45 @@ def convert_partition(pieces: str | list[Piece], conv: Converter, on_error: str,
     """
     if isinstance(pieces, str):
         pieces = [Piece(*p) for p in json.loads(pieces)]
-    tag = (name, index)
-    _tracking.start_partition(tag)
-    _use_storage_options(pieces, storage_options)
-    try:
-        for piece in pieces:
-            records = _convert_one(piece, conv, on_error, tag)
+    return Converted(pieces, conv, on_error, (name, index), storage_options)
+
+
+class Converted(Iterator):
+    """One partition's records, converted lazily: an iterator of records, or,
+    for the shard writer, of ``(piece, records)`` with :meth:`by_piece` (no
+    per-record bookkeeping)."""
+
+    def __init__(self, pieces: list[Piece], conv: Converter, on_error: str, tag: tuple,
+                 storage_options: dict | None):
+        self.pieces, self.conv, self.on_error, self.tag = pieces, conv, on_error, tag
+        self.storage_options = storage_options
+        self._records: Iterator | None = None
+
+    def by_piece(self) -> Iterator[tuple[Piece, list]]:
+        _tracking.start_partition(self.tag)
+        _use_storage_options(self.pieces, self.storage_options)
+        for piece in self.pieces:
+            records = _convert_one(piece, self.conv, self.on_error, self.tag)
             if records:
-                _tracking.set_source(piece.path)
+                yield piece, records
+
+    def _each_record(self) -> Iterator:
+        try:
+            for piece, records in self.by_piece():
+                _tracking.set_source(piece)
                 yield from records
                 _tracking.set_source(None)
-    finally:
-        _tracking.set_source(None)
+        finally:
+            _tracking.set_source(None)
+
+    def __next__(self):
+        if self._records is None:
+            self._records = self._each_record()
+        return next(self._records)
+
+    @property
+    def started(self) -> bool:
+        return self._records is not None
 
 
 def _use_storage_options(pieces: list[Piece], storage_options: dict | None) -> None:

@@ -176,20 +176,37 @@ def _to_table(records: list, schema: pa.Schema | None) -> pa.Table:
         raise SchemaMismatchError(
             f"Parquet records must be dicts, got {type(first).__name__}; "
             "yield dicts from the converter or use format='pickle'")
-    if schema is not None:
+    if schema is None:
+        table = _uniform_to_table(records)
+        if table is not None:
+            return table
+    else:
         extra = dict.fromkeys(itertools.chain.from_iterable(records)).keys() - set(schema.names)
         if extra:
             raise SchemaMismatchError(f"field {sorted(extra)[0]!r} is not in the schema "
                                       f"(fields: {', '.join(schema.names)})")
     try:
         array = pa.array(records, type=None if schema is None else pa.struct(schema))
-    except (pa.ArrowException, TypeError, ValueError) as exc:
+    except (pa.ArrowException, TypeError, ValueError, OverflowError) as exc:
         raise SchemaMismatchError(_diagnose(records, schema, exc)) from None
     if not pa.types.is_struct(array.type):
         raise SchemaMismatchError("Parquet records must be dicts; "
                                   "yield dicts from the converter or use format='pickle'")
     table = pa.Table.from_struct_array(array)
     return table if schema is None else table.cast(schema)
+
+
+def _uniform_to_table(records: list) -> pa.Table | None:
+    """Column by column when every record has the first one's keys (a third
+    faster than one struct array); ``None`` for anything else, which the
+    general path converts or diagnoses."""
+    keys = records[0].keys()
+    try:
+        if not keys or not all(r.keys() == keys for r in records):
+            return None
+        return pa.table({k: pa.array([r[k] for r in records]) for k in keys})
+    except (AttributeError, pa.ArrowException, TypeError, ValueError, OverflowError):
+        return None
 
 
 def _diagnose(records: list, schema: pa.Schema | None, exc: Exception) -> str:
@@ -201,7 +218,7 @@ def _diagnose(records: list, schema: pa.Schema | None, exc: Exception) -> str:
         typ = None if schema is None else schema.field(name).type
         try:
             pa.array([r.get(name) for r in records], type=typ)
-        except (pa.ArrowException, TypeError, ValueError) as field_exc:
+        except (pa.ArrowException, TypeError, ValueError, OverflowError) as field_exc:
             want = f" (schema type {typ})" if typ is not None else ""
             return f"field {name!r}{want}: {field_exc}"
     return str(exc)

@@ -34,6 +34,7 @@ from dask.highlevelgraph import HighLevelGraph
 
 from . import _tracking
 from ._tracking import SourceError
+from .convert import Converted
 from .errors import ConversionError, SchemaMismatchError
 from .formats import get_format, schema_from_bytes, schema_to_bytes
 from .output import WORK, OutputDir
@@ -238,26 +239,36 @@ def _write_partition(records, index: int, spec: WriteSpec) -> list[PartResult]:
 
 def _write_partition_records(records, index: int, spec: WriteSpec) -> list[PartResult]:
     t0 = time.perf_counter()
-    lazy = not isinstance(records, (list, tuple))
-    if lazy:
-        _tracking.set_source(None)
     writer = _PartitionWriter(spec, index)
-    group: list = []
-    group_src = None
-    for rec in records:
-        src = _tracking.current_source() if lazy else None
-        if group and (src != group_src or (src is None and len(group) >= spec.shard_size)):
-            writer.add(group, group_src)
-            group = []
-        group_src = src
-        group.append(rec)
-    if group:
-        writer.add(group, group_src)
+    if isinstance(records, Converted) and not records.started:  # straight from to_bag
+        for piece, group in records.by_piece():
+            writer.add(group, piece.path)
+    else:
+        _add_records(writer, records, spec.shard_size)
     errors = _tracking.drain({(layer, index) for layer in spec.convert_layers})
     result = writer.finish(errors)
     result.seconds = round(time.perf_counter() - t0, 3)
     save_marker(spec.out, result)
     return [result]
+
+
+def _add_records(writer: _PartitionWriter, records, shard_size: int) -> None:
+    """Records after other bag steps: grouped by the piece they came from while
+    they stream lazily, else a shard's worth at a time."""
+    lazy = not isinstance(records, (list, tuple))
+    if lazy:
+        _tracking.set_source(None)
+    group: list = []
+    group_src = None
+    for rec in records:  # taken piece by piece (or a shard's worth at a time)
+        src = _tracking.current_source() if lazy else None
+        if group and (src != group_src or (src is None and len(group) >= shard_size)):
+            writer.add(group, group_src and group_src.path)
+            group = []
+        group_src = src
+        group.append(rec)
+    if group:
+        writer.add(group, group_src and group_src.path)
 
 
 def save_marker(out: OutputDir, result: PartResult) -> None:

@@ -1,4 +1,4 @@
-from dask_prep.plan import FILE_COST, Piece, auto_partition_size, plan_partitions
+from dask_prep.plan import FILE_COST, PIECE_SIZE, Piece, auto_partition_size, plan_partitions
 from dask_prep.sources import Source
 
 
@@ -31,6 +31,16 @@ def test_large_line_files_split_only_when_splittable_and_uncompressed():
     assert sum(p[0].end - p[0].start for p in split) == 10_000_000
     assert len(plan_partitions([big], partition_size=1_000_000)) == 1
     assert len(plan_partitions([Source("big.jsonl.gz", 10**7)], partition_size=10**6, splittable=True)) == 1
+
+
+def test_split_partitions_are_read_in_pieces_that_tile_the_file():
+    size = 5 * PIECE_SIZE + 123
+    parts = plan_partitions([Source("big.jsonl", size)], partition_size=2 * PIECE_SIZE + FILE_COST + 1,
+                            splittable=True)
+    pieces = [p for part in parts for p in part]
+    assert len(parts) == 3 and all(1 < len(part) <= 3 for part in parts)
+    assert all(p.end - p.start <= PIECE_SIZE for p in pieces)
+    assert [p.start for p in pieces] == [0] + [p.end for p in pieces[:-1]] and pieces[-1].end == size
 
 
 def test_plan_does_not_depend_on_anything_but_sources():

@@ -97,6 +97,15 @@ def test_conflicting_types_are_an_error_naming_the_file_and_field(tmp_path, part
     assert not (tmp_path / "out2" / "manifest.json").exists()
 
 
+def test_integer_too_large_for_arrow_is_an_error_naming_the_field(tmp_path):
+    write(tmp_path / "in" / "a.jsonl", '{"n": 1, "s": "a"}\n')
+    write(tmp_path / "in" / "b.jsonl", '{"n": 18446744073709551616, "s": "b"}\n')
+    m = dp.write_shards(dp.to_bag(tmp_path / "in", "jsonl"), tmp_path / "out")
+    assert m["total_records"] == 1
+    (err,) = dp.open(tmp_path / "out").errors()
+    assert err["path"].endswith("b.jsonl") and err["error"] == "SchemaMismatchError" and "'n'" in err["message"]
+
+
 def test_given_schema_refuses_unknown_fields_and_bad_values(tmp_path):
     write(tmp_path / "in" / "a.jsonl", '{"n": 1}\n')
     write(tmp_path / "in" / "b.jsonl", '{"n": 2, "extra": 1}\n')
