@@ -49,6 +49,11 @@ class ShardFormat:
     def decode(self, data: bytes):
         raise NotImplementedError
 
+    def write(self, batch, path: str) -> None:
+        """Write the encoded batch to a new local file (formats may stream it)."""
+        with open(path, "wb") as f:
+            f.write(self.encode(batch))
+
     def records(self, data: bytes) -> list:
         raise NotImplementedError
 
@@ -58,6 +63,10 @@ class ShardFormat:
 
     def encode_stage(self, batch) -> bytes:
         return self.encode(batch)
+
+    def write_stage(self, batch, path: str) -> None:
+        with open(path, "wb") as f:
+            f.write(self.encode_stage(batch))
 
     def decode_stage(self, data: bytes):
         return self.decode(data)
@@ -101,6 +110,10 @@ class ParquetFormat(ShardFormat):
         pq.write_table(conform(batch, self.schema), sink)
         return sink.getvalue().to_pybytes()
 
+    def write(self, batch: pa.Table, path: str) -> None:
+        # straight to the file: no shard-sized buffers to fault in and copy
+        pq.write_table(conform(batch, self.schema), path)
+
     def decode(self, data: bytes) -> pa.Table:
         return pq.read_table(pa.BufferReader(data))
 
@@ -115,6 +128,10 @@ class ParquetFormat(ShardFormat):
         with pa.ipc.new_stream(sink, batch.schema) as writer:
             writer.write_table(batch)
         return sink.getvalue().to_pybytes()
+
+    def write_stage(self, batch: pa.Table, path: str) -> None:
+        with pa.OSFile(path, "wb") as f, pa.ipc.new_stream(f, batch.schema) as writer:
+            writer.write_table(batch)
 
     def decode_stage(self, data: bytes) -> pa.Table:
         return pa.ipc.open_stream(pa.BufferReader(data)).read_all()

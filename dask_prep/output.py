@@ -13,10 +13,12 @@ already atomic, files are written in place; ``manifest.json`` is still last.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
 import uuid
+from collections.abc import Callable
 
 from fsspec.core import url_to_fs
 from fsspec.implementations.local import LocalFileSystem
@@ -58,19 +60,29 @@ class OutputDir:
         self.fs.makedirs(self.path(name), exist_ok=True)
 
     def write_atomic(self, name: str, data: bytes) -> None:
-        final = self.path(name)
         if not self.local:
-            self.fs.pipe_file(final, data)
+            self.fs.pipe_file(self.path(name), data)
             return
+
+        def write(path: str) -> None:
+            with open(path, "wb") as f:
+                f.write(data)
+        self.write_local_atomic(name, write)
+
+    def write_local_atomic(self, name: str, write: Callable[[str], None]) -> tuple[int, str]:
+        """Have ``write(path)`` make the file at a temporary path, then move it to
+        ``name``; return its size and sha256. Local outputs only."""
+        final = self.path(name)
         tmp = f"{final}{_TMP}{uuid.uuid4().hex}"
         try:
-            with open(tmp, "wb") as f:
-                f.write(data)
+            write(tmp)
+            size, digest = _size_and_sha256(tmp)
             os.replace(tmp, final)
         except BaseException:
             if os.path.exists(tmp):
                 os.remove(tmp)
             raise
+        return size, digest
 
     def read_bytes(self, name: str) -> bytes:
         return self.fs.cat_file(self.path(name))
@@ -151,3 +163,14 @@ def check_writable(out: OutputDir, overwrite: bool) -> None:
             f"output directory {out.url} holds {len(foreign)} file(s) dask-prep did not write "
             f"({shown}); choose an empty or new directory, or pass --overwrite "
             "(dask-prep never deletes files it did not write)")
+
+
+def _size_and_sha256(path: str) -> tuple[int, str]:
+    """Read back a file just written (from the page cache) with one small buffer."""
+    h, buf, size = hashlib.sha256(), bytearray(1 << 20), 0
+    view = memoryview(buf)
+    with open(path, "rb", buffering=0) as f:
+        while n := f.readinto(buf):
+            h.update(view[:n])
+            size += n
+    return size, h.hexdigest()

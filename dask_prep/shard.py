@@ -103,11 +103,16 @@ def _marker(index: int) -> str:
 
 def _write_shard(out: OutputDir, name: str, fmt, batch, stage: bool = False) -> ShardInfo:
     try:
-        data = fmt.encode_stage(batch) if stage else fmt.encode(batch)
+        if out.local:
+            size, digest = out.write_local_atomic(name, lambda path: (
+                fmt.write_stage if stage else fmt.write)(batch, path))
+        else:
+            data = fmt.encode_stage(batch) if stage else fmt.encode(batch)
+            out.write_atomic(name, data)
+            size, digest = len(data), hashlib.sha256(data).hexdigest()
     except (pickle.PicklingError, TypeError, AttributeError) as exc:
         raise SchemaMismatchError(f"cannot encode a {fmt.name} shard: {exc}") from exc
-    out.write_atomic(name, data)
-    return ShardInfo(name, fmt.length(batch), len(data), hashlib.sha256(data).hexdigest())
+    return ShardInfo(name, fmt.length(batch), size, digest)
 
 
 class _PartitionWriter:
