@@ -108,15 +108,23 @@ def _worker_view():
     # /proc/self/environ is the environment the process image started with:
     # what glibc read MALLOC_TRIM_THRESHOLD_ from
     started = Path("/proc/self/environ").read_bytes().split(b"\0")
+    import dask
     return (os.environ.get("DASK_PREP_TEST_VAR"), b"MALLOC_TRIM_THRESHOLD_=65536" in started,
-            hash("dask-prep"))
+            hash("dask-prep"), dask.config.get("distributed.worker.profile.interval"))
+
+
+def _busy(seconds):
+    t = time.perf_counter()
+    while time.perf_counter() - t < seconds:
+        sum(range(1000))
 
 
 @pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="reads /proc")
 def test_local_workers_see_each_sessions_environment(monkeypatch):
     """Workers are forked from a server started once; they still get the
     environment of the session that starts them, what the nanny sets before
-    starting a process, and the string hashes of the nanny's spawned workers."""
+    starting a process, the string hashes of the nanny's spawned workers, and
+    dask-prep's coarser timers (the dashboard's profile still fills)."""
     from dask_prep.cluster import dask_session
 
     views = []
@@ -124,6 +132,10 @@ def test_local_workers_see_each_sessions_environment(monkeypatch):
         monkeypatch.setenv("DASK_PREP_TEST_VAR", value)
         with dask_session(workers=2) as session:
             views.append(sorted(session.client.run(_worker_view).values()))
+            session.client.submit(_busy, 1.0).result()
+            profile = session.client.profile()  # sampled less often, but sampled
+    assert profile["count"] >= 3
+    assert {v[3] for vs in views for v in vs} == {"100ms"}
     assert [{v[0] for v in vs} for vs in views] == [{"first"}, {"second"}]
     assert all(v[1] for vs in views for v in vs)
     spawned = subprocess.run([sys.executable, "-c", "print(hash('dask-prep'))"], capture_output=True,
