@@ -199,7 +199,15 @@ def dask_prep_run(job: dict) -> dict:
 
 
 def cluster_start_stop(job: dict) -> dict:
-    """Seconds to start and to close the LocalCluster ``dask_prep.run`` starts."""
+    """Seconds to start and to close the LocalCluster ``dask_prep.run`` starts, in a
+    fresh interpreter (the run's own fork server would make a second start cheap)."""
+    import subprocess
+    out = subprocess.run([sys.executable, "-m", "benchmarks.methods", "--cluster-start-stop",
+                          json.dumps(job)], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _cluster_start_stop(job: dict) -> dict:
     from dask_prep.cluster import dask_session
 
     t0 = time.perf_counter()
@@ -236,6 +244,10 @@ METHODS = {"serial": serial, "static-mp": static_mp, "pool-imap": pool_imap,
 def main(argv=None) -> None:
     method, job = (argv or sys.argv[1:])
     job = json.loads(job)
+    if method == "--cluster-start-stop":
+        import distributed  # noqa: F401  (imported outside the clock, as for the runs)
+        print(json.dumps(_cluster_start_stop(job)))
+        return
     fn = METHODS[method]
     if method == "hf-datasets":  # offline, caches in the job's scratch folder, quiet
         os.environ.update(HF_DATASETS_OFFLINE="1", HF_HUB_OFFLINE="1",
