@@ -10,7 +10,7 @@ writer finishes.
 The module also tracks which piece of a source (a :class:`~dask_prep.plan.Piece`)
 the record being pulled came from, so the writer can take records piece by piece
 and blame a schema error on the right file. That is exact only while the records
-stream lazily; after the conversion finishes ``source`` is ``None``.
+stream lazily; after the conversion finishes it is ``None``.
 """
 from __future__ import annotations
 
@@ -87,12 +87,12 @@ def drain(tags: set) -> list[SourceError]:
     return []
 
 
-def set_source(piece) -> None:
-    _local.source = piece
+def set_piece(piece) -> None:
+    _local.piece = piece
 
 
-def current_source():
-    return getattr(_local, "source", None)
+def current_piece():
+    return getattr(_local, "piece", None)
 
 
 # -- per-source context, for converters that report bad items and go on -------

@@ -72,7 +72,8 @@ WORKER_MODULES = ["distributed", "pandas", "dask_prep.shard"]
 
 
 def _start_method() -> str:
-    """``forkserver`` where it exists and Dask's setting is its default (``spawn``).
+    """``forkserver`` (started here) where it exists and Dask's setting is its
+    default (``spawn``); else that setting.
 
     A spawned worker starts a new interpreter and imports dask, distributed,
     pyarrow and pandas: ~0.3 s more on a 2-core machine, on every run, and
@@ -82,7 +83,8 @@ def _start_method() -> str:
 
     The server keeps the environment it started with, so it gets what the
     nanny sets before spawning a worker (``OMP_NUM_THREADS``,
-    ``PYTHONHASHSEED``, ...), set here as the nanny would; :func:`dask_session` hands each worker the current environment too.
+    ``PYTHONHASHSEED``, ...), set here as the nanny would; :func:`dask_session`
+    hands each worker the current environment too.
     """
     import multiprocessing
 

@@ -122,11 +122,11 @@ class Converted(Iterator):
     def _each_record(self) -> Iterator:
         try:
             for piece, records in self.by_piece():
-                _tracking.set_source(piece)
+                _tracking.set_piece(piece)
                 yield from records
-                _tracking.set_source(None)
+                _tracking.set_piece(None)
         finally:
-            _tracking.set_source(None)
+            _tracking.set_piece(None)
 
     def __next__(self):
         if self._records is None:

@@ -69,20 +69,29 @@ class OutputDir:
                 f.write(data)
         self.write_local_atomic(name, write)
 
-    def write_local_atomic(self, name: str, write: Callable[[str], None]) -> tuple[int, str]:
+    def write_local_atomic(self, name: str, write: Callable[[str], None]) -> None:
         """Have ``write(path)`` make the file at a temporary path, then move it to
-        ``name``; return its size and sha256. Local outputs only."""
+        ``name``. Local outputs only."""
         final = self.path(name)
         tmp = f"{final}{_TMP}{uuid.uuid4().hex}"
         try:
             write(tmp)
-            size, digest = _size_and_sha256(tmp)
             os.replace(tmp, final)
         except BaseException:
             if os.path.exists(tmp):
                 os.remove(tmp)
             raise
-        return size, digest
+
+    def size_and_sha256(self, name: str) -> tuple[int, str]:
+        """Of a local file just written: read back from the page cache with one
+        small buffer."""
+        h, buf, size = hashlib.sha256(), bytearray(1 << 20), 0
+        view = memoryview(buf)
+        with open(self.path(name), "rb", buffering=0) as f:
+            while n := f.readinto(buf):
+                h.update(view[:n])
+                size += n
+        return size, h.hexdigest()
 
     def read_bytes(self, name: str) -> bytes:
         return self.fs.cat_file(self.path(name))
@@ -163,14 +172,3 @@ def check_writable(out: OutputDir, overwrite: bool) -> None:
             f"output directory {out.url} holds {len(foreign)} file(s) dask-prep did not write "
             f"({shown}); choose an empty or new directory, or pass --overwrite "
             "(dask-prep never deletes files it did not write)")
-
-
-def _size_and_sha256(path: str) -> tuple[int, str]:
-    """Read back a file just written (from the page cache) with one small buffer."""
-    h, buf, size = hashlib.sha256(), bytearray(1 << 20), 0
-    view = memoryview(buf)
-    with open(path, "rb", buffering=0) as f:
-        while n := f.readinto(buf):
-            h.update(view[:n])
-            size += n
-    return size, h.hexdigest()

@@ -86,9 +86,8 @@ def plan_partitions(sources: Sequence[Source], *, partition_size: int | None = N
 
 def _split(src: Source, chunk: int) -> list[tuple[Piece, ...]]:
     """Partitions of ``src`` of about ``chunk`` bytes, each in pieces of at most ``PIECE_SIZE``."""
-    bounds = _bounds(0, src.size, chunk)
     return [tuple(Piece(src.path, a, b) for a, b in _bounds(start, end, PIECE_SIZE))
-            for start, end in bounds]
+            for start, end in _bounds(0, src.size, chunk)]
 
 
 def _bounds(start: int, end: int, most: int) -> list[tuple[int, int]]:

@@ -102,12 +102,13 @@ def _marker(index: int) -> str:
 
 
 def _write_shard(out: OutputDir, name: str, fmt, batch, stage: bool = False) -> ShardInfo:
+    write, encode = (fmt.write_stage, fmt.encode_stage) if stage else (fmt.write, fmt.encode)
     try:
-        if out.local:
-            size, digest = out.write_local_atomic(name, lambda path: (
-                fmt.write_stage if stage else fmt.write)(batch, path))
+        if out.local:  # straight into the file; hashed from the page cache
+            out.write_local_atomic(name, lambda path: write(batch, path))
+            size, digest = out.size_and_sha256(name)
         else:
-            data = fmt.encode_stage(batch) if stage else fmt.encode(batch)
+            data = encode(batch)
             out.write_atomic(name, data)
             size, digest = len(data), hashlib.sha256(data).hexdigest()
     except (pickle.PicklingError, TypeError, AttributeError) as exc:
@@ -262,11 +263,11 @@ def _add_records(writer: _PartitionWriter, records, shard_size: int) -> None:
     they stream lazily, else a shard's worth at a time."""
     lazy = not isinstance(records, (list, tuple))
     if lazy:
-        _tracking.set_source(None)
+        _tracking.set_piece(None)
     group: list = []
     group_src = None
     for rec in records:  # taken piece by piece (or a shard's worth at a time)
-        src = _tracking.current_source() if lazy else None
+        src = _tracking.current_piece() if lazy else None
         if group and (src != group_src or (src is None and len(group) >= shard_size)):
             writer.add(group, group_src and group_src.path)
             group = []
