@@ -7,6 +7,12 @@ task with thousands of small ones. A file larger than a partition is split into
 byte ranges when the converter is splittable (lines, JSON lines, or sentences at
 blank lines) and the file is not compressed.
 
+With the automatic size, the last partitions shrink: each holds at most a
+quarter of the weight still to plan, down to an eighth of the size. Tasks run
+in plan order, so the run ends on short tasks and the workers finish together,
+however many there are (33 equal tasks on 2 workers left one worker idle for a
+whole task's time at the end).
+
 The plan depends only on the sources and the options, never on the cluster, so
 the same inputs give the same shards on 1 worker or 100.
 
@@ -37,6 +43,9 @@ PIECE_SIZE = 8 * 1024 * 1024
 TARGET_PARTITIONS = 32
 #: ... within these bounds.
 MIN_PARTITION, MAX_PARTITION = 256 * 1024, 64 * 1024 * 1024
+#: With the automatic size, a partition holds at most 1/TAIL of the weight left
+#: to plan, and at least 1/SMALLEST of the size (and MIN_PARTITION).
+TAIL, SMALLEST = 4, 8
 
 
 class Piece(NamedTuple):
@@ -58,36 +67,45 @@ def auto_partition_size(total_weight: int) -> int:
 
 def plan_partitions(sources: Sequence[Source], *, partition_size: int | None = None,
                     splittable: bool = False) -> list[tuple[Piece, ...]]:
-    """Group sorted ``sources`` into partitions of about ``partition_size`` bytes."""
-    if partition_size is None:
-        partition_size = auto_partition_size(sum(s.size + FILE_COST for s in sources))
+    """Group sorted ``sources`` into partitions of about ``partition_size`` bytes
+    (automatic when ``None``: about 1/32 of the corpus, the last ones smaller)."""
+    left = sum(s.size + FILE_COST for s in sources)  # weight not yet in a partition
+    shrink = partition_size is None
+    if shrink:
+        partition_size = auto_partition_size(left)
     if partition_size <= FILE_COST:
         raise ValueError(f"partition_size must be more than {FILE_COST} bytes, not {partition_size}")
+    smallest = min(partition_size, max(partition_size // SMALLEST, MIN_PARTITION))
+
+    def limit() -> int:
+        """The weight of the next partition."""
+        return max(smallest, min(partition_size, left // TAIL)) if shrink else partition_size
+
     parts: list[tuple[Piece, ...]] = []
     current: list[Piece] = []
-    weight = 0
+    weight, most = 0, limit()
     for src in sources:
         cost = src.size + FILE_COST
-        if cost > partition_size and splittable and src.compression is None:
-            if current:
-                parts.append(tuple(current))
-                current, weight = [], 0
-            parts.extend(_split(src, partition_size - FILE_COST))
-            continue
-        if current and weight + cost > partition_size:
+        if current and weight + cost > most:
             parts.append(tuple(current))
-            current, weight = [], 0
+            left -= weight
+            current, weight, most = [], 0, limit()
+        if cost > most and splittable and src.compression is None:
+            start = 0
+            while start < src.size:  # equal byte ranges of at most the limit, which may shrink
+                rest = src.size - start
+                end = start + round(rest / math.ceil(rest / (limit() - FILE_COST)))
+                parts.append(tuple(Piece(src.path, a, b) for a, b in _bounds(start, end, PIECE_SIZE)))
+                left -= end - start
+                start = end
+            left -= FILE_COST
+            most = limit()
+            continue
         current.append(Piece(src.path))
         weight += cost
     if current or not parts:
         parts.append(tuple(current))
     return parts
-
-
-def _split(src: Source, chunk: int) -> list[tuple[Piece, ...]]:
-    """Partitions of ``src`` of about ``chunk`` bytes, each in pieces of at most ``PIECE_SIZE``."""
-    return [tuple(Piece(src.path, a, b) for a, b in _bounds(start, end, PIECE_SIZE))
-            for start, end in _bounds(0, src.size, chunk)]
 
 
 def _bounds(start: int, end: int, most: int) -> list[tuple[int, int]]:

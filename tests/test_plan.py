@@ -1,4 +1,5 @@
-from dask_prep.plan import FILE_COST, PIECE_SIZE, Piece, auto_partition_size, plan_partitions
+from dask_prep.plan import (FILE_COST, MIN_PARTITION, PIECE_SIZE, Piece, auto_partition_size,
+                            plan_partitions)
 from dask_prep.sources import Source
 
 
@@ -51,3 +52,40 @@ def test_plan_does_not_depend_on_anything_but_sources():
 
 def test_no_sources_gives_one_empty_partition():
     assert plan_partitions([]) == [()]
+
+
+def _weights(parts, sizes):
+    return [sum((p.end - p.start if p.start is not None else sizes[p.path]) + FILE_COST for p in part)
+            for part in parts]
+
+
+def test_automatic_plan_ends_on_smaller_partitions():
+    """The run ends on short tasks, so workers finish together: the last
+    partitions shrink (to about an eighth), the rest keep the automatic size."""
+    srcs = [Source(f"f{i:05d}", 30_000) for i in range(10_000)]
+    sizes = {s.path: s.size for s in srcs}
+    parts = plan_partitions(srcs)
+    w = _weights(parts, sizes)
+    size = auto_partition_size(sum(w))
+    assert [p.path for part in parts for p in part] == [s.path for s in srcs]
+    assert max(w) <= size and w[0] > size - 34_096
+    assert 36 <= len(parts) <= 44
+    assert max(w[-4:]) <= size // 8 + 34_096
+    assert all(a >= b - 34_096 for a, b in zip(w, w[1:]))  # never growing (by more than one file)
+    # a given size is kept to the end
+    assert len(set(_weights(plan_partitions(srcs, partition_size=size), sizes)[:-1])) == 1
+
+
+def test_automatic_plan_of_one_big_file_shrinks_its_last_ranges():
+    big = Source("big.jsonl", 2_000_000_000)
+    parts = plan_partitions([big], splittable=True)
+    w = _weights(parts, {})
+    pieces = [p for part in parts for p in part]
+    assert [p.start for p in pieces] == [0] + [p.end for p in pieces[:-1]] and pieces[-1].end == big.size
+    assert w[0] > 8 * w[-1] * 0.9 and all(a >= b - 1 for a, b in zip(w, w[1:]))  # (rounding)
+
+
+def test_small_corpora_are_not_cut_below_the_smallest_partition():
+    srcs = [Source(f"f{i:04d}", 1000) for i in range(1000)]  # 5 MB with file costs
+    w = _weights(plan_partitions(srcs), {s.path: s.size for s in srcs})
+    assert min(w[:-1]) > MIN_PARTITION - 5096
