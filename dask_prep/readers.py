@@ -16,7 +16,7 @@ from .sources import COMPRESSIONS
 __all__ = ["open_bytes", "read_bytes", "read_text", "read_paragraphs", "iter_lines"]
 
 _SNIFF = 8192
-_BLOCK = 1 << 20
+_BLOCK = 1 << 16  # under glibc's mmap threshold: blocks reuse heap memory, not fresh pages
 
 
 def _compression(path: str) -> str | None:
@@ -95,35 +95,45 @@ def iter_lines(path: str, start: int | None = None, end: int | None = None,
             lineno = None
         else:
             pos, lineno = 0, 0
-        tail = b""
-        # read in blocks and split them in C: a readline() per line costs twice as much
+        # Read in blocks of whole lines; decode and split each in C. Per line,
+        # Python only yields: a readline() or a decode() per line costs twice as much.
         while end is None or pos < end:
-            block = f.read(_BLOCK)
-            if not block:
-                if tail:
-                    yield from _lines(path, [tail], pos, lineno, end, errors)
-                elif lineno == 0:
+            data = f.read(_BLOCK)
+            if data and not data.endswith(b"\n"):
+                data += f.readline()  # complete the last line, however long
+            if not data:
+                if lineno == 0:
                     raise EmptyFileError(_EMPTY)
                 return
-            lines = (tail + block).split(b"\n")
-            tail = lines.pop()
-            yield from _lines(path, lines, pos, lineno, end, errors)
-            pos += sum(map(len, lines)) + len(lines)
-            if lineno is not None:
+            if pos == 0 and lineno is not None:
+                _check_text(data[:_SNIFF], path)
+            if end is not None and pos + len(data) > end:  # only the lines that start before end
+                data = data[:data.find(b"\n", end - pos - 1) + 1 or len(data)]
+            lines = _decode_lines(data, errors, bom=pos == 0)
+            if lineno is None:
+                for line in lines:
+                    yield None, line
+            else:
+                yield from enumerate(lines, lineno + 1)
                 lineno += len(lines)
+            pos += len(data)
 
 
-def _lines(path, raws: list[bytes], pos: int, lineno, end, errors) -> Iterator[tuple[int | None, str]]:
-    """The lines ``raws`` (newlines removed) that start before ``end``; the first starts at ``pos``."""
-    for raw in raws:
-        if end is not None and pos >= end:
-            return
-        if lineno is not None:
-            lineno += 1
-            if pos < _SNIFF:
-                _check_text(raw[: _SNIFF - pos], path, pos)
-        pos += len(raw) + 1
-        yield lineno, decode(raw, errors).rstrip("\r\n")
+def _decode_lines(data: bytes, errors: str, bom: bool) -> list[str]:
+    """The lines of ``data`` (each newline-terminated but perhaps the last),
+    newlines and trailing carriage returns removed."""
+    if not data:
+        return []
+    try:
+        text = data.decode("utf-8", errors)
+    except UnicodeDecodeError:  # again line by line: the error names the position in its line
+        text = "\n".join(raw.decode("utf-8", errors) for raw in data.split(b"\n"))
+    if bom and text.startswith("\ufeff"):
+        text = text[1:]
+    lines = text.split("\n")
+    if data.endswith(b"\n"):
+        lines.pop()
+    return [line.rstrip("\r") for line in lines] if "\r" in text else lines
 
 
 def read_paragraphs(path: str, start: int | None = None, end: int | None = None,

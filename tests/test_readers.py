@@ -5,6 +5,7 @@ import pytest
 import zstandard
 from hypothesis import given, settings, strategies as st
 
+from dask_prep import readers
 from dask_prep.errors import BinaryFileError, EmptyFileError
 from dask_prep.readers import iter_lines, read_text
 from conftest import write
@@ -87,6 +88,26 @@ def test_empty_documents_are_errors(tmp_path, name):
         read_text(str(p))
     with pytest.raises(EmptyFileError):
         list(iter_lines(str(p)))
+
+
+@pytest.mark.parametrize("block", [1, 7, 1 << 20])
+def test_lines_across_blocks_and_ranges(tmp_path, monkeypatch, block):
+    """Blocks cut lines anywhere (a line of 50 bytes spans blocks of 7): every
+    range split still yields each line once, CRLF and the BOM removed."""
+    monkeypatch.setattr(readers, "_BLOCK", block)
+    p = write(tmp_path / "f.txt", "\ufeffone\r\n" + "x" * 50 + "\r\n\r\nthé\nlast")
+    expect = ["one", "x" * 50, "", "thé", "last"]
+    assert list(iter_lines(str(p))) == list(enumerate(expect, 1))
+    for cut in range(1, p.stat().st_size):
+        head = [line for _, line in iter_lines(str(p), 0, cut)]
+        assert head + [line for _, line in iter_lines(str(p), cut, None)] == expect, cut
+
+
+def test_invalid_utf8_in_a_line_file_names_its_position(tmp_path):
+    p = write(tmp_path / "f.jsonl", b'{"a": 1}\n{"b": "caf\xe9"}\n')
+    with pytest.raises(UnicodeDecodeError, match="position 10"):
+        list(iter_lines(str(p)))
+    assert [line for _, line in iter_lines(str(p), errors="replace")][1] == '{"b": "caf\ufffd"}'
 
 
 def test_line_numbers_only_from_start(tmp_path):
