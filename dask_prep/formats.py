@@ -218,11 +218,11 @@ def _uniform_to_table(records: list) -> pa.Table | None:
     faster than one struct array); ``None`` for anything else, which the
     general path converts or diagnoses."""
     keys = records[0].keys()
-    try:
-        if not keys or not all(r.keys() == keys for r in records):
+    try:  # as many keys as the first, and all of them (a KeyError if not): the same keys
+        if not keys or any(n != len(keys) for n in map(len, records)):
             return None
         return pa.table({k: pa.array([r[k] for r in records]) for k in keys})
-    except (AttributeError, pa.ArrowException, TypeError, ValueError, OverflowError):
+    except (KeyError, TypeError, pa.ArrowException, ValueError, OverflowError):
         return None
 
 
