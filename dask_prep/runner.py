@@ -17,6 +17,7 @@ from .output import OutputDir, check_writable
 from .plan import plan_partitions
 from .execute import ON_SUBMIT
 from .write import write_shards
+from .shard import fewer_collections
 from .sources import Sources, discover
 
 __all__ = ["run", "RunResult"]
@@ -179,11 +180,13 @@ def run(inputs, output, *, converter="text", format: str = "parquet", shard_size
     conv = resolve_converter(converter, encoding_errors=encoding_errors)
     with ExitStack() as stack:
         def prepare():
-            sources = inputs if isinstance(inputs, Sources) else discover(
-                inputs, suffixes=suffixes, exclude=exclude, storage_options=storage_options)
-            parts = plan_partitions(sources, partition_size=partition_size, splittable=conv.splittable)
-            return sources, parts, bag_of(parts, conv, on_error=on_error,
-                                          storage_options=storage_options or sources.storage_options)
+            with fewer_collections():  # one object (or more) per file
+                sources = inputs if isinstance(inputs, Sources) else discover(
+                    inputs, suffixes=suffixes, exclude=exclude, storage_options=storage_options)
+                parts = plan_partitions(sources, partition_size=partition_size, splittable=conv.splittable)
+                bag = bag_of(parts, conv, on_error=on_error,
+                             storage_options=storage_options or sources.storage_options)
+                return sources, sources.summary(), parts, bag
 
         with ThreadPoolExecutor(1) as pool:
             # find the files and plan the tasks while the cluster's worker processes start
@@ -191,12 +194,12 @@ def run(inputs, output, *, converter="text", format: str = "parquet", shard_size
             session = stack.enter_context(dask_session(
                 client=client, scheduler=scheduler, workers=workers, memory_limit=memory_limit,
                 security=security))
-            sources, parts, bag = prepared.result()
+            sources, summary, parts, bag = prepared.result()
         if sources.missing:
             logger.warning("%d input(s) not found: %s", len(sources.missing),
                            ", ".join(sources.missing[:5]))
         limit = _error_limit(max_errors, len(sources))
-        metadata = {"sources": sources.summary(), "converter": conv.name,
+        metadata = {"sources": summary, "converter": conv.name,
                     "options": {"on_error": on_error, "encoding_errors": encoding_errors}}
         if on_start:
             on_start(session, sources, bag.npartitions)
