@@ -1,5 +1,6 @@
 """Execution: a real `dask scheduler` + `dask worker` cluster, a notebook's client,
 callables from the user's own code, and unreachable schedulers."""
+import json
 import os
 import subprocess
 import sys
@@ -104,44 +105,60 @@ def test_memory_limit_applies_to_local_workers_only(tmp_path):
     assert r.returncode == 2 and "not with --scheduler" in r.stderr
 
 
-def _worker_view():
+SESSIONS_SCRIPT = """
+import json, os, sys, time
+from pathlib import Path
+
+def worker_view():
     # /proc/self/environ is the environment the process image started with:
     # what libraries read at start (OMP_NUM_THREADS, MALLOC_TRIM_THRESHOLD_)
-    started = Path("/proc/self/environ").read_bytes().split(b"\0")
+    started = Path("/proc/self/environ").read_bytes().split(b"\\0")
     import dask
     return (os.environ.get("DASK_PREP_TEST_VAR"),
             b"OMP_NUM_THREADS=1" in started and not any(v.startswith(b"MALLOC_TRIM") for v in started),
             hash("dask-prep"), dask.config.get("distributed.worker.profile.interval"))
 
-
-def _busy(seconds):
+def busy(seconds):
     t = time.perf_counter()
     while time.perf_counter() - t < seconds:
         sum(range(1000))
 
-
-@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="reads /proc")
-def test_local_workers_see_each_sessions_environment(monkeypatch):
-    """Workers are forked from a server started once; they still get the
-    environment of the session that starts them, what the nanny sets before
-    starting a process (but the trim threshold), the string hashes of the
-    nanny's spawned workers, and dask-prep's coarser timers (the dashboard's
-    profile still fills)."""
+if __name__ == "__main__":
     from dask_prep.cluster import dask_session
-
     views = []
     for value in ("first", "second"):
-        monkeypatch.setenv("DASK_PREP_TEST_VAR", value)
+        os.environ["DASK_PREP_TEST_VAR"] = value
         with dask_session(workers=2) as session:
-            views.append(sorted(session.client.run(_worker_view).values()))
-            session.client.submit(_busy, 1.0).result()
+            views.append(sorted(session.client.run(worker_view).values()))
+            session.client.submit(busy, 1.0).result()
             profile = session.client.profile()  # sampled less often, but sampled
-    assert profile["count"] >= 3
+    print(json.dumps({"views": views, "profile_count": profile["count"]}))
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="reads /proc")
+def test_local_workers_see_each_sessions_environment(tmp_path):
+    """Workers are forked from a server started once per process; they still get
+    the environment of the session that starts them, what the nanny sets before
+    starting a process (but the trim threshold), the string hashes of the
+    nanny's spawned workers, and dask-prep's coarser timers (the dashboard's
+    profile still fills). In a fresh interpreter: this one's fork server may be
+    running already, and any earlier Nanny leaves MALLOC_TRIM_THRESHOLD_ in
+    ``os.environ``."""
+    script = tmp_path / "sessions.py"
+    script.write_text(SESSIONS_SCRIPT)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MALLOC_", "DASK_"))}
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    views = got["views"]
+    assert got["profile_count"] >= 3
     assert {v[3] for vs in views for v in vs} == {"100ms"}
     assert [{v[0] for v in vs} for vs in views] == [{"first"}, {"second"}]
     assert all(v[1] for vs in views for v in vs)
     spawned = subprocess.run([sys.executable, "-c", "print(hash('dask-prep'))"], capture_output=True,
-                             text=True, env={**os.environ, "PYTHONHASHSEED": "6640"}, check=True)
+                             text=True, env={**env, "PYTHONHASHSEED": "6640"}, check=True)
     assert {v[2] for vs in views for v in vs} == {int(spawned.stdout)}
 
 
