@@ -34,7 +34,7 @@ from dask.highlevelgraph import HighLevelGraph
 
 from . import _tracking
 from ._tracking import SourceError
-from .convert import Converted
+from .convert import CONVERT_PREFIX, Converted
 from .errors import ConversionError, SchemaMismatchError
 from .formats import get_format, schema_from_bytes, schema_to_bytes
 from .output import WORK, OutputDir
@@ -296,16 +296,26 @@ def load_marker(out: OutputDir, index: int) -> PartResult | None:
 def write_tasks(bag: db.Bag, spec: WriteSpec) -> list:
     """One delayed write per partition, fused with the bag's chain into one task.
 
-    The partition index is a literal argument, so each write task depends only
-    on its partition: a linear chain that Bag's optimizer fuses. The records
-    then stream from the converter into the writer in one thread and never
-    leave the worker (a generator could not be sent anyway).
+    The records stream from the converter into the writer in one thread and
+    never leave the worker (a generator could not be sent anyway). A bag
+    straight from :func:`~dask_prep.convert.bag_of` has one task a partition,
+    which the write task calls inline. Otherwise the partition index is a
+    literal argument, so each write task depends only on its partition: a
+    linear chain that Bag's optimizer fuses (leaving an alias task per
+    partition under the write task's name, one scheduler round trip more).
     """
     name = "dask-prep-write-" + tokenize(bag.name, spec)
-    dsk = {(name, i): (write_partition, (bag.name, i), i, spec) for i in range(bag.npartitions)}
+    n = bag.npartitions
+    if bag.name.startswith(CONVERT_PREFIX) and len(bag.dask.layers) == 1:
+        convert = bag.dask.layers[bag.name]
+        dsk = {(name, i): (write_partition, convert[(bag.name, i)], i, spec) for i in range(n)}
+        dependencies = []
+    else:
+        dsk = {(name, i): (write_partition, (bag.name, i), i, spec) for i in range(n)}
+        dependencies = [bag]
     with dask.annotate(priority=lambda key: -key[1]):
-        graph = HighLevelGraph.from_collections(name, dsk, dependencies=[bag])
-        return db.Bag(graph, name, bag.npartitions).to_delayed(optimize_graph=True)
+        graph = HighLevelGraph.from_collections(name, dsk, dependencies=dependencies)
+        return db.Bag(graph, name, n).to_delayed(optimize_graph=True)
 
 
 def dask_setup(worker=None) -> None:

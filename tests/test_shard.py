@@ -4,6 +4,7 @@ import pickle
 import tempfile
 from collections import Counter
 
+import dask
 import dask.bag as db
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -194,3 +195,23 @@ def test_leftovers_merged_during_the_run_give_the_same_bytes(client, tmp_path, m
     table = pa.concat_tables(pq.read_table(tmp_path / "early" / s["file"]) for s in m1["shards"])
     assert table.schema.field("s").type == pa.string()
     assert sorted(table.column("i").to_pylist()) == list(range(sum(sizes)))
+
+
+def test_a_partition_is_converted_and_written_by_one_task(tmp_path):
+    """Straight from to_bag, each write task calls its conversion inline: one
+    task a partition for the scheduler. After another bag step, Bag's fusion
+    also makes one task of the chain, plus an alias under the write's name."""
+    from dask_prep.output import OutputDir
+    from dask_prep.shard import WriteSpec, write_tasks
+    make_corpus(tmp_path / "in", n=12)
+    bag = dp.to_bag([tmp_path / "in"], "sentences", partition_size=8192)
+    (tmp_path / "out" / WORK).mkdir(parents=True)
+    spec = WriteSpec(OutputDir(str(tmp_path / "out")), "parquet", 50, None, "skip", (bag.name,))
+    tasks = write_tasks(bag, spec)
+    assert len(tasks) == bag.npartitions > 2
+    assert len(tasks[0].dask) == bag.npartitions
+    assert len(write_tasks(bag.map(dict), spec)[0].dask) == 2 * bag.npartitions
+    with dask.config.set(scheduler="sync"):
+        results = dask.compute(*tasks)
+    assert sum(r.records for [r] in results) == len(serial_records(
+        list((tmp_path / "in").rglob("*.txt*")), dp.converters.sentences))
