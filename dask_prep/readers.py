@@ -56,10 +56,10 @@ def read_bytes(path: str) -> bytes:
 _EMPTY = "empty document (0 bytes after decompression)"
 
 
-def _check_text(data: bytes, path: str, offset: int = 0) -> None:
+def _check_text(data: bytes) -> None:
     nul = data.find(b"\x00", 0, _SNIFF)
     if nul >= 0:
-        raise BinaryFileError(f"binary file: NUL byte at offset {offset + nul}; expected UTF-8 text")
+        raise BinaryFileError(f"binary file: NUL byte at offset {nul}; expected UTF-8 text")
 
 
 def decode(data: bytes, errors: str = "strict") -> str:
@@ -75,7 +75,7 @@ def read_text(path: str, errors: str = "strict") -> str:
     with a NUL byte in its first 8 KiB is refused as binary.
     """
     data = read_bytes(path)
-    _check_text(data, path)
+    _check_text(data)
     return decode(data, errors)
 
 
@@ -106,7 +106,7 @@ def iter_lines(path: str, start: int | None = None, end: int | None = None,
                     raise EmptyFileError(_EMPTY)
                 return
             if pos == 0 and lineno is not None:
-                _check_text(data[:_SNIFF], path)
+                _check_text(data)
             if end is not None and pos + len(data) > end:  # only the lines that start before end
                 data = data[:data.find(b"\n", end - pos - 1) + 1 or len(data)]
             lines = _decode_lines(data, errors, bom=pos == 0)
@@ -121,15 +121,13 @@ def iter_lines(path: str, start: int | None = None, end: int | None = None,
 
 def _decode_lines(data: bytes, errors: str, bom: bool) -> list[str]:
     """The lines of ``data`` (each newline-terminated but perhaps the last),
-    newlines and trailing carriage returns removed."""
-    if not data:
-        return []
+    newlines and trailing carriage returns removed; a BOM too if ``bom``."""
     try:
-        text = data.decode("utf-8", errors)
-    except UnicodeDecodeError:  # again line by line: the error names the position in its line
-        text = "\n".join(raw.decode("utf-8", errors) for raw in data.split(b"\n"))
-    if bom and text.startswith("\ufeff"):
-        text = text[1:]
+        text = decode(data, errors) if bom else data.decode("utf-8", errors)
+    except UnicodeDecodeError:
+        for raw in data.split(b"\n"):  # again line by line, so the error names the position in its line
+            raw.decode("utf-8", errors)
+        raise
     lines = text.split("\n")
     if data.endswith(b"\n"):
         lines.pop()
@@ -155,7 +153,7 @@ def read_paragraphs(path: str, start: int | None = None, end: int | None = None,
         f.seek(begin)
         data = f.read() if stop is None else f.read(stop - begin)
     if begin == 0:
-        _check_text(data, path)
+        _check_text(data)
     return decode(data, errors)
 
 

@@ -305,17 +305,14 @@ def write_tasks(bag: db.Bag, spec: WriteSpec) -> list:
     partition under the write task's name, one scheduler round trip more).
     """
     name = "dask-prep-write-" + tokenize(bag.name, spec)
-    n = bag.npartitions
-    if bag.name.startswith(CONVERT_PREFIX) and len(bag.dask.layers) == 1:
-        convert = bag.dask.layers[bag.name]
-        dsk = {(name, i): (write_partition, convert[(bag.name, i)], i, spec) for i in range(n)}
-        dependencies = []
-    else:
-        dsk = {(name, i): (write_partition, (bag.name, i), i, spec) for i in range(n)}
-        dependencies = [bag]
+    keys = [(bag.name, i) for i in range(bag.npartitions)]
+    inline = bag.name.startswith(CONVERT_PREFIX) and len(bag.dask.layers) == 1
+    # each partition's conversion task itself, or its key (then fused by Bag)
+    parts = [bag.dask.layers[bag.name][k] for k in keys] if inline else keys
+    dsk = {(name, i): (write_partition, part, i, spec) for i, part in enumerate(parts)}
     with dask.annotate(priority=lambda key: -key[1]):
-        graph = HighLevelGraph.from_collections(name, dsk, dependencies=dependencies)
-        return db.Bag(graph, name, n).to_delayed(optimize_graph=True)
+        graph = HighLevelGraph.from_collections(name, dsk, dependencies=[] if inline else [bag])
+        return db.Bag(graph, name, len(parts)).to_delayed(optimize_graph=True)
 
 
 def dask_setup(worker=None) -> None:
