@@ -15,6 +15,7 @@ import json
 import logging
 import os
 from collections.abc import Iterable, Iterator
+from itertools import islice
 
 import dask.bag as db
 import fsspec.config
@@ -92,7 +93,9 @@ def convert_partition(pieces: str | list[Piece], conv: Converter, on_error: str,
     """The records of every piece that converts (an iterator); the ones that fail are reported.
 
     A piece's records are yielded only after its conversion finished without
-    error, so a file contributes all its records or none. ``pieces`` may be
+    error, so a file contributes all its records or none (the shard writer
+    takes them as they come, with :meth:`Converted.by_piece`, and cuts a failed
+    piece back out itself). ``pieces`` may be
     the JSON list of ``[path, start, end]`` that :func:`bag_of` ships.
     """
     if isinstance(pieces, str):
@@ -111,20 +114,27 @@ class Converted(Iterator):
         self.storage_options = storage_options
         self._records: Iterator | None = None
 
-    def by_piece(self) -> Iterator[tuple[Piece, list]]:
+    def by_piece(self, chunk: int) -> Iterator[tuple[Piece, Iterator[list | None]]]:
+        """Each piece with its records in lists of at most ``chunk``, converted as
+        they are taken. A ``None`` after them means the piece failed (it is
+        reported): drop what it gave."""
         _tracking.start_partition(self.tag)
         _use_storage_options(self.pieces, self.storage_options)
         for piece in self.pieces:
-            records = _convert_one(piece, self.conv, self.on_error, self.tag)
-            if records:
-                yield piece, records
+            yield piece, _convert_chunks(piece, self.conv, self.on_error, self.tag, chunk)
 
     def _each_record(self) -> Iterator:
         try:
-            for piece, records in self.by_piece():
-                _tracking.set_piece(piece)
-                yield from records
-                _tracking.set_piece(None)
+            for piece, chunks in self.by_piece(_WHOLE):
+                records = []  # a piece's records only once it converted without error
+                for chunk in chunks:
+                    if chunk is None:
+                        break
+                    records.extend(chunk)
+                else:
+                    _tracking.set_piece(piece)
+                    yield from records
+                    _tracking.set_piece(None)
         finally:
             _tracking.set_piece(None)
 
@@ -145,19 +155,28 @@ def _use_storage_options(pieces: list[Piece], storage_options: dict | None) -> N
         fsspec.config.conf[protocol] = {**fsspec.config.conf.get(protocol, {}), **storage_options}
 
 
-def _convert_one(piece: Piece, conv: Converter, on_error: str, tag: tuple) -> list:
+#: Records taken from a converter at a time when a piece is kept whole.
+_WHOLE = 1 << 16
+
+
+def _convert_chunks(piece: Piece, conv: Converter, on_error: str, tag: tuple,
+                    chunk: int) -> Iterator[list | None]:
+    failed = False
     with _tracking.source_context(piece.path, on_error) as ctx:
         try:
-            records = list(conv(piece.path, piece.start, piece.end))
+            records = iter(conv(piece.path, piece.start, piece.end))
+            while batch := list(islice(records, chunk)):
+                yield batch
         except ConversionError:
             raise
         except Exception as exc:
             if on_error == "raise":
                 raise ConversionError(f"{piece.path}: {_tracking.error_name(exc)}: {exc}") from exc
             ctx.errors.append(_tracking.SourceError.from_exception(piece.path, exc))
-            records = []
+            failed = True
     if ctx.errors:
         for err in ctx.errors:
             logger.info("skipped %s: %s: %s", err.path, err.error, err.message)
         _tracking.add_errors(tag, ctx.errors)
-    return records
+    if failed:
+        yield None

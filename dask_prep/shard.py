@@ -7,8 +7,8 @@ Each partition task streams its records into full shards of exactly
 records (the leftovers) go to a small staging file. When every partition is
 done, :mod:`dask_prep.commit` merges the leftovers, in partition order, into
 full shards plus one final partial shard. Records never travel to the client,
-each record is encoded once, and a worker holds at most one partition's current
-source plus one shard in memory.
+each record is encoded once, and a worker holds at most ``CHUNK`` records as
+Python objects, plus the Arrow batches of the current source and one shard.
 
 Every partition also leaves a small JSON marker; a run that is killed and
 started again with the same inputs and options skips the partitions that have
@@ -116,8 +116,25 @@ def _write_shard(out: OutputDir, name: str, fmt, batch, stage: bool = False) -> 
     return ShardInfo(name, fmt.length(batch), size, digest)
 
 
+#: Records converted to a batch at a time. Few enough (a few hundred KiB to a
+#: few MiB of Python objects) that they are still in the CPU's cache when
+#: pyarrow reads them, and freed before the converter makes the next ones:
+#: converting a shard's worth (10,000) at once took a third more time per
+#: record, and whole multi-MB sources as Python objects faulted in fresh memory
+#: (``benchmarks/``; measured on a 2-core VM with 1 MiB of L2 per core).
+CHUNK = 1000
+
+
 class _PartitionWriter:
-    """Cuts one partition's records into exact shards as they arrive."""
+    """Cuts one partition's records into exact shards as they arrive.
+
+    Records come source by source: :meth:`begin`, :meth:`add` (in chunks, as
+    the converter yields them), :meth:`end`. They are converted ``CHUNK`` at a
+    time, several small sources in one call. A source contributes all its
+    records or none: a shard is written only from sources that ended and were
+    converted whole, so one that fails part way, or whose records do not fit
+    the schema, is cut back out. Positions count the partition's records.
+    """
 
     def __init__(self, spec: WriteSpec, index: int):
         self.spec, self.index = spec, index
@@ -125,62 +142,121 @@ class _PartitionWriter:
         if spec.schema_is_hint:
             self.fmt.fixed = False
         self.result = PartResult(index)
-        self.rows: list = []                            # records not yet converted ...
-        self.groups: list[tuple[str | None, int]] = []  # ... as (source, count) runs
-        self.pending: list = []                         # converted batches
+        self.rows: list = []      # records not yet converted ...
+        self.groups: list = []    # ... as [source, count, source's start position] runs
+        self.pending: list = []   # converted batches, not yet written ...
         self.npending = 0
+        self.base = 0             # ... the first of them at this position
+        self.open: list | None = None  # [source, start position] of the source being added
+        self.dropped = False      # the open source no longer counts
 
-    def add(self, group: list, source: str | None) -> None:
-        """Take one source's records; convert and write whenever a shard's worth is in."""
-        self.rows.extend(group)
-        self.groups.append((source, len(group)))
-        if len(self.rows) >= self.spec.shard_size:
+    @property
+    def _end(self) -> int:
+        return self.base + self.npending + len(self.rows)
+
+    def begin(self, source: str | None) -> None:
+        self.open, self.dropped = [source, self._end], False
+
+    def add(self, records: list) -> None:
+        """Take some of the open source's records."""
+        if self.dropped or not records:
+            return
+        source, start = self.open
+        if self.groups and self.groups[-1][2] == start:
+            self.groups[-1][1] += len(records)
+        else:
+            self.groups.append([source, len(records), start])
+        self.rows.extend(records)
+        if len(self.rows) >= CHUNK:
             self._convert()
+
+    def end(self, ok: bool = True) -> None:
+        """The open source is complete (``ok``), or failed: then drop its records."""
+        if not ok and not self.dropped:
+            self._cut(self.open[1])
+        self.open = None
+        self._emit_ready()
+
+    def add_source(self, records: list, source: str | None) -> None:
+        self.begin(source)
+        self.add(records)
+        self.end()
 
     def _convert(self) -> None:
         """Convert the waiting records in one call (per-call overhead dominates for
-        small sources), or, if they do not fit one schema, source by source leaving
-        out the ones that clash; then write every full shard."""
+        small sources), or, if they do not fit one schema, source by source,
+        dropping the ones that clash."""
         rows, groups = self.rows, self.groups
         self.rows, self.groups = [], []
-        if rows:
-            try:
-                batch = self.fmt.batch(rows)
-            except SchemaMismatchError:
-                start = 0
-                for source, count in groups:
-                    self._convert_group(rows[start:start + count], source)
-                    start += count
-            else:
-                self._pend(batch, len(rows))
-        while self.npending >= self.spec.shard_size:
-            self._emit_full()
-
-    def _convert_group(self, group: list, source: str | None) -> None:
-        try:
-            batch = self.fmt.batch(group)
-        except SchemaMismatchError as exc:
-            where = source or f"<partition {self.index}>"
-            if self.spec.on_error == "raise":
-                raise SchemaMismatchError(f"{where}: {exc}") from None
-            self.result.errors.append(SourceError(where, "SchemaMismatchError", str(exc)))
+        if not rows:
             return
-        self._pend(batch, len(group))
+        try:
+            self._pend(self.fmt.batch(rows), len(rows))
+        except SchemaMismatchError:
+            at = 0
+            for source, count, start in groups:
+                group, at = rows[at:at + count], at + count
+                try:
+                    batch = self.fmt.batch(group)
+                except SchemaMismatchError as exc:
+                    self._drop(source, start, exc)
+                    continue
+                self._pend(batch, count)
+
+    def _drop(self, source: str | None, start: int, exc: SchemaMismatchError) -> None:
+        where = source or f"<partition {self.index}>"
+        if self.spec.on_error == "raise":
+            raise SchemaMismatchError(f"{where}: {exc}") from None
+        self.result.errors.append(SourceError(where, "SchemaMismatchError", str(exc)))
+        if start < self.base + self.npending:  # its first records were converted before
+            self._cut(start)
+        if self.open is not None and self.open[1] == start:
+            self.dropped = True
+
+    def _cut(self, position: int) -> None:
+        """Forget every record from ``position`` on (never one written already)."""
+        keep = position - self.base - self.npending
+        if keep >= 0:
+            del self.rows[keep:]
+            while self.groups and self.groups[-1][2] >= position:
+                self.groups.pop()
+            return
+        self.rows, self.groups = [], []
+        keep = position - self.base
+        while self.npending > keep:
+            last = self.pending.pop()
+            self.npending -= self.fmt.length(last)
+            if self.npending < keep:
+                self._pend(self.fmt.slice(last, 0, keep - self.npending), keep - self.npending)
 
     def _pend(self, batch, n: int) -> None:
         self.pending.append(batch)
         self.npending += n
 
+    def _emit_ready(self) -> None:
+        """Write every full shard of records whose sources are complete."""
+        ready = (self.groups[0][2] if self.groups
+                 else self.open[1] if self.open is not None else self._end)
+        while ready - self.base >= self.spec.shard_size:
+            self._emit_full()
+
     def _emit_full(self) -> None:
         n, fmt = self.spec.shard_size, self.fmt
-        batch = fmt.concat(self.pending)
-        rest = fmt.slice(batch, n, fmt.length(batch))
-        self.pending, self.npending = ([rest] if fmt.length(rest) else []), self.npending - n
+        take, count = 0, 0
+        while count < n:
+            count += fmt.length(self.pending[take])
+            take += 1
+        batch = fmt.concat(self.pending[:take])
+        rest = fmt.slice(batch, n, count)
+        self.pending[:take] = [rest] if count > n else []
+        self.npending -= n
+        self.base += n
         name = f"{WORK}/p{self.index:05d}-{len(self.result.shards):05d}{fmt.suffix}"
         self.result.shards.append(_write_shard(self.spec.out, name, fmt, fmt.slice(batch, 0, n)))
 
     def finish(self, conversion_errors: list) -> PartResult:
         self._convert()
+        self._emit_ready()
         res = self.result
         if self.npending:
             name = f"{WORK}/p{self.index:05d}-rem{self.fmt.stage_suffix or self.fmt.suffix}"
@@ -248,8 +324,15 @@ def _write_partition_records(records, index: int, spec: WriteSpec) -> list[PartR
     t0 = time.perf_counter()
     writer = _PartitionWriter(spec, index)
     if isinstance(records, Converted) and not records.started:  # straight from to_bag
-        for piece, group in records.by_piece():
-            writer.add(group, piece.path)
+        for piece, chunks in records.by_piece(CHUNK):
+            writer.begin(piece.path)
+            ok = True
+            for chunk in chunks:
+                if chunk is None:
+                    ok = False
+                else:
+                    writer.add(chunk)
+            writer.end(ok)
     else:
         _add_records(writer, records, spec.shard_size)
     errors = _tracking.drain({(layer, index) for layer in spec.convert_layers})
@@ -270,12 +353,12 @@ def _add_records(writer: _PartitionWriter, records, shard_size: int) -> None:
     for rec in records:  # taken piece by piece (or a shard's worth at a time)
         src = _tracking.current_piece() if lazy else None
         if group and (src != group_src or (src is None and len(group) >= shard_size)):
-            writer.add(group, group_src and group_src.path)
+            writer.add_source(group, group_src and group_src.path)
             group = []
         group_src = src
         group.append(rec)
     if group:
-        writer.add(group, group_src and group_src.path)
+        writer.add_source(group, group_src and group_src.path)
 
 
 def save_marker(out: OutputDir, result: PartResult) -> None:

@@ -215,3 +215,49 @@ def test_a_partition_is_converted_and_written_by_one_task(tmp_path):
         results = dask.compute(*tasks)
     assert sum(r.records for [r] in results) == len(serial_records(
         list((tmp_path / "in").rglob("*.txt*")), dp.converters.sentences))
+
+
+def _spec_converter(path):
+    """Records ``base, base+1, ...`` as the file says; then a failure or a string."""
+    spec = json.load(open(path))
+    for k in range(spec["n"]):
+        if k == spec["fail_at"]:
+            raise ValueError(f"broken at record {k}")
+        yield {"i": "x" if k == spec["clash_at"] else spec["base"] + k}
+
+
+@settings(max_examples=30, deadline=None)
+@given(sources=st.lists(st.tuples(st.integers(0, 40), st.sampled_from(["ok", "ok", "fail", "clash"]),
+                                  st.integers(0, 39)), min_size=1, max_size=12),
+       chunk=st.integers(1, 12), shard_size=st.integers(1, 15), partition_size=st.integers(4200, 30_000))
+def test_a_source_that_fails_or_clashes_part_way_is_cut_out_whole(sources, chunk, shard_size,
+                                                                  partition_size):
+    """Records are converted a few at a time as the converter yields them, and
+    full shards are written as soon as possible; yet a source that raises, or
+    yields a record of another type, after some of its records were converted
+    contributes none, and every record of the other sources arrives, in order
+    within each shard."""
+    from pathlib import Path
+    from unittest import mock
+
+    from dask_prep import shard
+    want, bad = [], set()
+    with tempfile.TemporaryDirectory() as tmp, mock.patch.object(shard, "CHUNK", chunk), \
+            dask.config.set(scheduler="sync"):
+        for j, (n, kind, at) in enumerate(sources):
+            fault = kind != "ok" and 0 < at < n  # the first record is always an int
+            spec = {"n": n, "base": 1000 * j, "fail_at": at if fault and kind == "fail" else None,
+                    "clash_at": at if fault and kind == "clash" else None}
+            write(Path(tmp, "in", f"s{j:02d}.json"), json.dumps(spec))
+            if fault:
+                bad.add(f"s{j:02d}.json")
+            else:
+                want += range(1000 * j, 1000 * j + n)
+        bag = dp.to_bag(dp.discover(f"{tmp}/in", suffixes=[".json"]), _spec_converter,
+                        partition_size=partition_size)
+        m = dp.write_shards(bag, f"{tmp}/out", shard_size=shard_size)
+        shards = read_shards(f"{tmp}/out", m)
+        errors = dp.open(f"{tmp}/out").errors()
+    assert sorted(i for s in shards for i in s) == want  # (full shards come before merged leftovers)
+    assert all(s == sorted(s) for s in shards) and m["total_records"] == len(want)
+    assert {e["path"].rsplit("/", 1)[1] for e in errors} == bad and len(errors) == len(bad)
