@@ -293,11 +293,12 @@ _gc_saved: tuple = ()
 def fewer_collections(gen0: int = 10_000):
     """Run the young-generation garbage collection every ``gen0`` allocations, not 700.
 
-    A partition holds up to a shard of records as Python objects; with
-    CPython's default threshold the collector scans them, and now and then the
-    worker's whole heap, again and again: a fifth of the conversion time on
-    small records (``benchmarks/``). Planning 80,000 files lost a quarter of
-    its time the same way. Nested and concurrent uses share one setting,
+    Converters allocate containers by the million (a dict and a list or two
+    a record); with CPython's default threshold the collector scans the young
+    ones every 700, and now and then the worker's whole heap: 5% of the
+    partition time on the many-small corpus (``benchmarks/``), a fifth when
+    a shard's worth of records was held before conversion. Planning 80,000
+    files lost a quarter of its time the same way. Nested and concurrent uses share one setting,
     restored when the last one ends.
     """
     global _gc_depth, _gc_saved
