@@ -193,25 +193,31 @@ class _PartitionWriter:
         try:
             self._pend(self.fmt.batch(rows), len(rows))
         except SchemaMismatchError:
-            at = 0
+            at, shift = 0, 0  # shift: records dropped before this group (positions move down)
             for source, count, start in groups:
                 group, at = rows[at:at + count], at + count
+                is_open = self.open is not None and self.open[1] == start
+                start -= shift
+                if is_open:
+                    self.open[1] = start
                 try:
                     batch = self.fmt.batch(group)
                 except SchemaMismatchError as exc:
-                    self._drop(source, start, exc)
+                    shift += count + self._drop(source, start, is_open, exc)
                     continue
                 self._pend(batch, count)
 
-    def _drop(self, source: str | None, start: int, exc: SchemaMismatchError) -> None:
+    def _drop(self, source: str | None, start: int, is_open: bool, exc: SchemaMismatchError) -> int:
+        """Leave out a source whose records clash; how many converted ones it had."""
         where = source or f"<partition {self.index}>"
         if self.spec.on_error == "raise":
             raise SchemaMismatchError(f"{where}: {exc}") from None
         self.result.errors.append(SourceError(where, "SchemaMismatchError", str(exc)))
-        if start < self.base + self.npending:  # its first records were converted before
+        self.dropped = self.dropped or is_open
+        converted = self.base + self.npending - start  # its first records, converted before
+        if converted > 0:
             self._cut(start)
-        if self.open is not None and self.open[1] == start:
-            self.dropped = True
+        return max(converted, 0)
 
     def _cut(self, position: int) -> None:
         """Forget every record from ``position`` on (never one written already)."""
