@@ -106,9 +106,10 @@ class _SourceContext:
 
 
 @contextmanager
-def source_context(path: str, on_error: str):
+def source_context(path: str, on_error: str, ctx: _SourceContext | None = None):
+    """Set while a source's converter runs (``ctx``: go on with an earlier one)."""
     prev = getattr(_local, "context", None)
-    ctx = _local.context = _SourceContext(path, on_error)
+    ctx = _local.context = ctx or _SourceContext(path, on_error)
     try:
         yield ctx
     finally:

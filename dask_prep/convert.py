@@ -161,19 +161,24 @@ _WHOLE = 1 << 16
 
 def _convert_chunks(piece: Piece, conv: Converter, on_error: str, tag: tuple,
                     chunk: int) -> Iterator[list | None]:
-    failed = False
-    with _tracking.source_context(piece.path, on_error) as ctx:
-        try:
-            records = iter(conv(piece.path, piece.start, piece.end))
-            while batch := list(islice(records, chunk)):
-                yield batch
-        except ConversionError:
-            raise
-        except Exception as exc:
-            if on_error == "raise":
-                raise ConversionError(f"{piece.path}: {_tracking.error_name(exc)}: {exc}") from exc
-            ctx.errors.append(_tracking.SourceError.from_exception(piece.path, exc))
-            failed = True
+    records, ctx, failed = None, None, False
+    while not failed:
+        # the source's context is set only while its converter runs, not while we wait
+        with _tracking.source_context(piece.path, on_error, ctx) as ctx:
+            try:
+                if records is None:
+                    records = iter(conv(piece.path, piece.start, piece.end))
+                batch = list(islice(records, chunk))
+            except ConversionError:
+                raise
+            except Exception as exc:
+                if on_error == "raise":
+                    raise ConversionError(f"{piece.path}: {_tracking.error_name(exc)}: {exc}") from exc
+                ctx.errors.append(_tracking.SourceError.from_exception(piece.path, exc))
+                failed, batch = True, []
+        if not batch:
+            break
+        yield batch
     if ctx.errors:
         for err in ctx.errors:
             logger.info("skipped %s: %s: %s", err.path, err.error, err.message)

@@ -129,11 +129,13 @@ class _PartitionWriter:
     """Cuts one partition's records into exact shards as they arrive.
 
     Records come source by source: :meth:`begin`, :meth:`add` (in chunks, as
-    the converter yields them), :meth:`end`. They are converted ``CHUNK`` at a
-    time, several small sources in one call. A source contributes all its
-    records or none: a shard is written only from sources that ended and were
-    converted whole, so one that fails part way, or whose records do not fit
-    the schema, is cut back out. Positions count the partition's records.
+    the converter yields them), :meth:`end`. Whole small sources wait and are
+    converted together, ``CHUNK`` records or more in one call; a source that
+    grows past ``CHUNK`` records while it is open is converted in batches of
+    its own. So a source contributes all its records or none: if it fails part
+    way, or its records do not fit the schema, its own batches are dropped and
+    the schema is put back as it was before them; and shards are written (at
+    :meth:`end`) only from sources that ended and were converted whole.
     """
 
     def __init__(self, spec: WriteSpec, index: int):
@@ -143,49 +145,52 @@ class _PartitionWriter:
             self.fmt.fixed = False
         self.result = PartResult(index)
         self.rows: list = []      # records not yet converted ...
-        self.groups: list = []    # ... as [source, count, source's start position] runs
-        self.pending: list = []   # converted batches, not yet written ...
+        self.groups: list = []    # ... as [source, count] runs
+        self.pending: list = []   # converted batches, not yet written
         self.npending = 0
-        self.base = 0             # ... the first of them at this position
-        self.open: list | None = None  # [source, start position] of the source being added
-        self.dropped = False      # the open source no longer counts
-
-    @property
-    def _end(self) -> int:
-        return self.base + self.npending + len(self.rows)
+        self.open: str | None = None  # the source being added:
+        self.open_rows = 0            # its records at the end of ``rows``,
+        self.open_batches = 0         # its batches at the end of ``pending``,
+        self.open_schema = None       # the schema before them,
+        self.dropped = False          # and whether it was left out
 
     def begin(self, source: str | None) -> None:
-        self.open, self.dropped = [source, self._end], False
+        self.open, self.open_rows, self.open_batches, self.dropped = source, 0, 0, False
 
     def add(self, records: list) -> None:
         """Take some of the open source's records."""
         if self.dropped or not records:
             return
-        source, start = self.open
-        if self.groups and self.groups[-1][2] == start:
+        if self.open_rows:
             self.groups[-1][1] += len(records)
         else:
-            self.groups.append([source, len(records), start])
+            self.groups.append([self.open, len(records)])
         self.rows.extend(records)
-        if len(self.rows) >= CHUNK:
-            self._convert()
+        self.open_rows += len(records)
+        if self.open_rows >= CHUNK:
+            self._convert_open()
 
     def end(self, ok: bool = True) -> None:
         """The open source is complete (``ok``), or failed: then drop its records."""
-        if not ok and not self.dropped:
-            self._cut(self.open[1])
-        self.open = None
-        self._emit_ready()
+        if not ok or self.dropped:
+            self._cut_open()
+        elif self.open_batches and self.open_rows:  # converted in batches of its own: finish it
+            self._convert_open()
+        self.open, self.open_rows = None, 0
+        if len(self.rows) >= CHUNK:
+            self._convert_waiting()
+        while self.npending >= self.spec.shard_size:  # every pending source is complete
+            self._emit_full()
 
     def add_source(self, records: list, source: str | None) -> None:
         self.begin(source)
         self.add(records)
         self.end()
 
-    def _convert(self) -> None:
-        """Convert the waiting records in one call (per-call overhead dominates for
-        small sources), or, if they do not fit one schema, source by source,
-        dropping the ones that clash."""
+    def _convert_waiting(self) -> None:
+        """Convert the waiting whole sources in one call (per-call overhead
+        dominates for small sources), or, if they do not fit one schema, source
+        by source, leaving out the ones that clash."""
         rows, groups = self.rows, self.groups
         self.rows, self.groups = [], []
         if not rows:
@@ -193,58 +198,58 @@ class _PartitionWriter:
         try:
             self._pend(self.fmt.batch(rows), len(rows))
         except SchemaMismatchError:
-            at, shift = 0, 0  # shift: records dropped before this group (positions move down)
-            for source, count, start in groups:
+            at = 0
+            for source, count in groups:
                 group, at = rows[at:at + count], at + count
-                is_open = self.open is not None and self.open[1] == start
-                start -= shift
-                if is_open:
-                    self.open[1] = start
                 try:
                     batch = self.fmt.batch(group)
                 except SchemaMismatchError as exc:
-                    shift += count + self._drop(source, start, is_open, exc)
+                    self._report(source, exc)
                     continue
                 self._pend(batch, count)
 
-    def _drop(self, source: str | None, start: int, is_open: bool, exc: SchemaMismatchError) -> int:
-        """Leave out a source whose records clash; how many converted ones it had."""
+    def _convert_open(self) -> None:
+        """Convert the open source's waiting records as a batch of its own
+        (after the whole sources waiting before them)."""
+        n = self.open_rows
+        rows = self.rows[-n:]
+        del self.rows[-n:]
+        self.groups.pop()
+        self.open_rows = 0
+        self._convert_waiting()
+        if not self.open_batches:
+            self.open_schema = self.fmt.schema
+        try:
+            batch = self.fmt.batch(rows)
+        except SchemaMismatchError as exc:
+            self._report(self.open, exc)
+            self._cut_open()
+            self.dropped = True
+            return
+        self._pend(batch, n)
+        self.open_batches += 1
+
+    def _cut_open(self) -> None:
+        """Forget the open source's records, and what they did to the schema."""
+        if self.open_rows:
+            del self.rows[-self.open_rows:]
+            self.groups.pop()
+            self.open_rows = 0
+        if self.open_batches:
+            for _ in range(self.open_batches):
+                self.npending -= self.fmt.length(self.pending.pop())
+            self.open_batches = 0
+            self.fmt.schema = self.open_schema
+
+    def _report(self, source: str | None, exc: SchemaMismatchError) -> None:
         where = source or f"<partition {self.index}>"
         if self.spec.on_error == "raise":
             raise SchemaMismatchError(f"{where}: {exc}") from None
         self.result.errors.append(SourceError(where, "SchemaMismatchError", str(exc)))
-        self.dropped = self.dropped or is_open
-        converted = self.base + self.npending - start  # its first records, converted before
-        if converted > 0:
-            self._cut(start)
-        return max(converted, 0)
-
-    def _cut(self, position: int) -> None:
-        """Forget every record from ``position`` on (never one written already)."""
-        keep = position - self.base - self.npending
-        if keep >= 0:
-            del self.rows[keep:]
-            while self.groups and self.groups[-1][2] >= position:
-                self.groups.pop()
-            return
-        self.rows, self.groups = [], []
-        keep = position - self.base
-        while self.npending > keep:
-            last = self.pending.pop()
-            self.npending -= self.fmt.length(last)
-            if self.npending < keep:
-                self._pend(self.fmt.slice(last, 0, keep - self.npending), keep - self.npending)
 
     def _pend(self, batch, n: int) -> None:
         self.pending.append(batch)
         self.npending += n
-
-    def _emit_ready(self) -> None:
-        """Write every full shard of records whose sources are complete."""
-        ready = (self.groups[0][2] if self.groups
-                 else self.open[1] if self.open is not None else self._end)
-        while ready - self.base >= self.spec.shard_size:
-            self._emit_full()
 
     def _emit_full(self) -> None:
         n, fmt = self.spec.shard_size, self.fmt
@@ -256,13 +261,13 @@ class _PartitionWriter:
         rest = fmt.slice(batch, n, count)
         self.pending[:take] = [rest] if count > n else []
         self.npending -= n
-        self.base += n
         name = f"{WORK}/p{self.index:05d}-{len(self.result.shards):05d}{fmt.suffix}"
         self.result.shards.append(_write_shard(self.spec.out, name, fmt, fmt.slice(batch, 0, n)))
 
     def finish(self, conversion_errors: list) -> PartResult:
-        self._convert()
-        self._emit_ready()
+        self._convert_waiting()
+        while self.npending >= self.spec.shard_size:
+            self._emit_full()
         res = self.result
         if self.npending:
             name = f"{WORK}/p{self.index:05d}-rem{self.fmt.stage_suffix or self.fmt.suffix}"
@@ -337,8 +342,11 @@ def _write_partition_records(records, index: int, spec: WriteSpec) -> list[PartR
             for chunk in chunks:
                 if chunk is None:
                     ok = False
-                else:
-                    writer.add(chunk)
+                    break
+                writer.add(chunk)
+                if writer.dropped:  # its records clash: reported once, the rest not converted
+                    chunks.close()
+                    break
             writer.end(ok)
     else:
         _add_records(writer, records, spec.shard_size)

@@ -270,3 +270,28 @@ def test_a_source_that_fails_or_clashes_part_way_is_cut_out_whole(sources, chunk
     assert sorted(i for s in shards for i in s) == want  # (full shards come before merged leftovers)
     assert all(s == sorted(s) for s in shards) and m["total_records"] == len(want)
     assert {e["path"].rsplit("/", 1)[1] for e in errors} == bad and len(errors) == len(bad)
+
+
+def _listed_converter(path):
+    spec = json.load(open(path))
+    yield from spec["records"]
+    if spec["fail"]:
+        raise EOFError("truncated")
+
+
+def test_a_source_cut_out_leaves_no_trace_in_the_schema_and_is_reported_once(tmp_path):
+    """A source converted in batches of its own, then failing, must not widen
+    the schema for the others; one that clashes and then fails is one error."""
+    write(tmp_path / "in" / "a.json", json.dumps({"records": [{"id": "x", "extra": 1.5}] * 1500,
+                                                   "fail": True}))
+    write(tmp_path / "in" / "b.json", json.dumps({"records": [{"id": 1}, {"id": 2}], "fail": False}))
+    write(tmp_path / "in" / "c.json", json.dumps({"records": [{"id": 3}] * 1000 + [{"id": "x"}] * 1000,
+                                                   "fail": True}))
+    write(tmp_path / "in" / "d.json", json.dumps({"records": [{"id": 4}], "fail": False}))
+    bag = dp.to_bag(dp.discover(tmp_path / "in", suffixes=[".json"]), _listed_converter)
+    m = dp.write_shards(bag, tmp_path / "out", shard_size=10, max_errors=2)
+    assert len(m["shards"]) == 1
+    assert pq.read_table(tmp_path / "out" / m["shards"][0]["file"]).to_pylist() == [{"id": 1}, {"id": 2}, {"id": 4}]
+    assert [f["name"] for f in m["schema"]] == ["id"] and m["schema"][0]["type"] == "int64"
+    assert [(e["path"].rsplit("/", 1)[1], e["error"]) for e in dp.open(tmp_path / "out").errors()] == [
+        ("a.json", "EOFError"), ("c.json", "SchemaMismatchError")]
