@@ -153,6 +153,7 @@ class _PartitionWriter:
         self.open_batches = 0         # its batches at the end of ``pending``,
         self.open_schema = None       # the schema before them,
         self.dropped = False          # and whether it was left out
+        self.shard_schemas: list = []  # the schema each full shard was written with
 
     def begin(self, source: str | None) -> None:
         self.open, self.open_rows, self.open_batches, self.dropped = source, 0, 0, False
@@ -247,6 +248,21 @@ class _PartitionWriter:
             raise SchemaMismatchError(f"{where}: {exc}") from None
         self.result.errors.append(SourceError(where, "SchemaMismatchError", str(exc)))
 
+    def _rewrite_narrower_shards(self) -> None:
+        """Full shards written before a later record widened the schema (an int
+        column that turned out to hold floats, a field that appeared) are
+        written again with the partition's final schema, which the client
+        unifies across partitions: every shard ends up with the same one."""
+        final = self.fmt.schema
+        if not self.fmt.has_schema:
+            return
+        for k, written in enumerate(self.shard_schemas):
+            if written != final:
+                fmt, info = get_format(self.spec.format, final), self.result.shards[k]
+                table = fmt.decode(self.spec.out.read_bytes(info.file))
+                self.result.shards[k] = _write_shard(self.spec.out, info.file, fmt, table)
+                self.shard_schemas[k] = final
+
     def _pend(self, batch, n: int) -> None:
         self.pending.append(batch)
         self.npending += n
@@ -263,12 +279,14 @@ class _PartitionWriter:
         self.npending -= n
         name = f"{WORK}/p{self.index:05d}-{len(self.result.shards):05d}{fmt.suffix}"
         self.result.shards.append(_write_shard(self.spec.out, name, fmt, fmt.slice(batch, 0, n)))
+        self.shard_schemas.append(fmt.schema)
 
     def finish(self, conversion_errors: list) -> PartResult:
         self._convert_waiting()
         while self.npending >= self.spec.shard_size:
             self._emit_full()
         res = self.result
+        self._rewrite_narrower_shards()
         if self.npending:
             name = f"{WORK}/p{self.index:05d}-rem{self.fmt.stage_suffix or self.fmt.suffix}"
             res.remainder = _write_shard(self.spec.out, name, self.fmt, self.fmt.concat(self.pending),

@@ -295,3 +295,17 @@ def test_a_source_cut_out_leaves_no_trace_in_the_schema_and_is_reported_once(tmp
     assert [f["name"] for f in m["schema"]] == ["id"] and m["schema"][0]["type"] == "int64"
     assert [(e["path"].rsplit("/", 1)[1], e["error"]) for e in dp.open(tmp_path / "out").errors()] == [
         ("a.json", "EOFError"), ("c.json", "SchemaMismatchError")]
+
+
+def test_shards_written_before_a_partition_widens_its_schema_are_rewritten(tmp_path):
+    write(tmp_path / "in" / "a.jsonl", "".join(json.dumps({"n": i}) + "\n" for i in range(1500)))
+    write(tmp_path / "in" / "b.jsonl", json.dumps({"n": 0.5, "tag": "t"}) + "\n")
+    bag = dp.to_bag(dp.discover(tmp_path / "in"), "jsonl")
+    assert bag.npartitions == 1
+    m = dp.write_shards(bag, tmp_path / "out", shard_size=500)
+    assert [s["records"] for s in m["shards"]] == [500, 500, 500, 1]
+    schemas = {pq.read_schema(tmp_path / "out" / s["file"]) for s in m["shards"]}
+    assert len(schemas) == 1
+    assert str(schemas.pop()) == str(dp.open(tmp_path / "out").schema)
+    assert {f["name"]: f["type"] for f in m["schema"]} == {"n": "double", "tag": "string"}
+    assert dp.verify(tmp_path / "out").ok
