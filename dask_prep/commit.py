@@ -18,16 +18,11 @@ from .errors import ConversionError, SchemaMismatchError, TooManyErrorsError
 from .execute import execute
 from .formats import get_format, schema_to_json, unify
 from .output import ERRORS, WORK, OutputDir
-from .shard import PartResult, ShardInfo, WriteSpec, _write_shard, write_tasks
+from .shard import PartResult, ShardInfo, WriteSpec, _write_shard, rewrite_shard, write_tasks
 
 __all__ = ["commit", "redo_conflicts", "check_errors", "raise_fatal", "EarlyMerges", "Merged"]
 
 logger = logging.getLogger(__name__)
-
-
-def _rewrite(spec: WriteSpec, info: ShardInfo, schema) -> ShardInfo:
-    fmt = get_format(spec.format, schema)
-    return _write_shard(spec.out, info.file, fmt, fmt.decode(spec.out.read_bytes(info.file)))
 
 
 def _merge(spec: WriteSpec, slices: list, name: str, schema) -> ShardInfo:
@@ -171,7 +166,7 @@ def commit(spec: WriteSpec, results: list[PartResult], fingerprint: str,
     reuse = {k: merged[k].info for k, g in enumerate(merges)
              if k in merged and merged[k].slices == g and merged[k].schema == schema}
     todo = [k for k in range(len(merges)) if k not in reuse]
-    tasks = [dask.delayed(_rewrite)(spec, full[i], schema) for i in stale]
+    tasks = [dask.delayed(rewrite_shard)(spec, full[i], schema) for i in stale]
     tasks += [dask.delayed(_merge)(spec, merges[k], f"{WORK}/m{k:05d}{fmt.suffix}", schema)
               for k in todo]
     new = execute(tasks)

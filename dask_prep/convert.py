@@ -114,10 +114,10 @@ class Converted(Iterator):
         self.storage_options = storage_options
         self._records: Iterator | None = None
 
-    def by_piece(self, chunk: int) -> Iterator[tuple[Piece, Iterator[list | None]]]:
-        """Each piece with its records in lists of at most ``chunk``, converted as
-        they are taken. A ``None`` after them means the piece failed (it is
-        reported): drop what it gave."""
+    def by_piece(self, chunk: int | None) -> Iterator[tuple[Piece, Iterator[list | None]]]:
+        """Each piece with its records in lists of at most ``chunk`` (``None``:
+        one list), converted as they are taken. A ``None`` after them means the
+        piece failed (it is reported): drop what it gave."""
         _tracking.start_partition(self.tag)
         _use_storage_options(self.pieces, self.storage_options)
         for piece in self.pieces:
@@ -125,15 +125,11 @@ class Converted(Iterator):
 
     def _each_record(self) -> Iterator:
         try:
-            for piece, chunks in self.by_piece(_WHOLE):
-                records = []  # a piece's records only once it converted without error
-                for chunk in chunks:
-                    if chunk is None:
-                        break
-                    records.extend(chunk)
-                else:
+            for piece, chunks in self.by_piece(None):
+                whole = list(chunks)  # [records], [] or [None] (it failed, and is reported)
+                if whole and whole[0] is not None:  # a piece's records only once it converted
                     _tracking.set_piece(piece)
-                    yield from records
+                    yield from whole[0]
                     _tracking.set_piece(None)
         finally:
             _tracking.set_piece(None)
@@ -155,12 +151,8 @@ def _use_storage_options(pieces: list[Piece], storage_options: dict | None) -> N
         fsspec.config.conf[protocol] = {**fsspec.config.conf.get(protocol, {}), **storage_options}
 
 
-#: Records taken from a converter at a time when a piece is kept whole.
-_WHOLE = 1 << 16
-
-
 def _convert_chunks(piece: Piece, conv: Converter, on_error: str, tag: tuple,
-                    chunk: int) -> Iterator[list | None]:
+                    chunk: int | None) -> Iterator[list | None]:
     records, ctx, failed = None, None, False
     while not failed:
         # the source's context is set only while its converter runs, not while we wait

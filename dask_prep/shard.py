@@ -39,7 +39,8 @@ from .errors import ConversionError, SchemaMismatchError
 from .formats import get_format, schema_from_bytes, schema_to_bytes
 from .output import WORK, OutputDir
 
-__all__ = ["ShardInfo", "PartResult", "WriteSpec", "write_partition", "save_marker", "write_tasks"]
+__all__ = ["ShardInfo", "PartResult", "WriteSpec", "write_partition", "save_marker", "write_tasks",
+           "rewrite_shard"]
 
 logger = logging.getLogger(__name__)
 
@@ -116,6 +117,12 @@ def _write_shard(out: OutputDir, name: str, fmt, batch, stage: bool = False) -> 
     return ShardInfo(name, fmt.length(batch), size, digest)
 
 
+def rewrite_shard(spec: WriteSpec, info: ShardInfo, schema) -> ShardInfo:
+    """Write a full shard again with ``schema`` (a wider one than it has)."""
+    fmt = get_format(spec.format, schema)
+    return _write_shard(spec.out, info.file, fmt, fmt.decode(spec.out.read_bytes(info.file)))
+
+
 #: Records converted to a batch at a time. Few enough (a few hundred KiB to a
 #: few MiB of Python objects) that they are still in the CPU's cache when
 #: pyarrow reads them, and freed before the converter makes the next ones:
@@ -180,8 +187,7 @@ class _PartitionWriter:
         self.open, self.open_rows = None, 0
         if len(self.rows) >= CHUNK:
             self._convert_waiting()
-        while self.npending >= self.spec.shard_size:  # every pending source is complete
-            self._emit_full()
+        self._emit_ready()
 
     def add_source(self, records: list, source: str | None) -> None:
         self.begin(source)
@@ -258,14 +264,17 @@ class _PartitionWriter:
             return
         for k, written in enumerate(self.shard_schemas):
             if written != final:
-                fmt, info = get_format(self.spec.format, final), self.result.shards[k]
-                table = fmt.decode(self.spec.out.read_bytes(info.file))
-                self.result.shards[k] = _write_shard(self.spec.out, info.file, fmt, table)
+                self.result.shards[k] = rewrite_shard(self.spec, self.result.shards[k], final)
                 self.shard_schemas[k] = final
 
     def _pend(self, batch, n: int) -> None:
         self.pending.append(batch)
         self.npending += n
+
+    def _emit_ready(self) -> None:
+        """Write every full shard pending (called with no source open: all complete)."""
+        while self.npending >= self.spec.shard_size:
+            self._emit_full()
 
     def _emit_full(self) -> None:
         n, fmt = self.spec.shard_size, self.fmt
@@ -283,10 +292,9 @@ class _PartitionWriter:
 
     def finish(self, conversion_errors: list) -> PartResult:
         self._convert_waiting()
-        while self.npending >= self.spec.shard_size:
-            self._emit_full()
-        res = self.result
+        self._emit_ready()
         self._rewrite_narrower_shards()
+        res = self.result
         if self.npending:
             name = f"{WORK}/p{self.index:05d}-rem{self.fmt.stage_suffix or self.fmt.suffix}"
             res.remainder = _write_shard(self.spec.out, name, self.fmt, self.fmt.concat(self.pending),
@@ -327,8 +335,8 @@ def fewer_collections(gen0: int = 10_000):
     ones every 700, and now and then the worker's whole heap: 5% of the
     partition time on the many-small corpus (``benchmarks/``), a fifth when
     a shard's worth of records was held before conversion. Planning 80,000
-    files lost a quarter of its time the same way. Nested and concurrent uses share one setting,
-    restored when the last one ends.
+    files lost a quarter of its time the same way. Nested and concurrent uses
+    share one setting, restored when the last one ends.
     """
     global _gc_depth, _gc_saved
     with _gc_lock:
