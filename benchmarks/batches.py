@@ -233,7 +233,7 @@ def prepare(work: Path, quick: bool) -> tuple[list[Path], Path, Path]:
             dst = copy / os.path.relpath(s.path, ROOT)
             dst.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(s.path, dst)
-    from dask_prep.cluster import dask_session
+    from dask_prep.runtime.cluster import dask_session
     with dask_session(workers=2):
         t0 = time.perf_counter()
         vocab = dp.build_vocab(dp.to_bag(dp.discover(copies[0]), "sentences"), size=VOCAB_SIZE)

@@ -35,7 +35,7 @@ import pyarrow.parquet as pq
 
 import dask_prep
 from dask_prep.cli import demo_inputs
-from dask_prep.converters import sentences
+from dask_prep.ingest.converters import sentences
 
 ROOT, EXCLUDE = demo_inputs()
 SHARD_SIZE = 10_000

@@ -36,7 +36,7 @@ from itertools import islice
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from dask_prep.converters import sentences
+from dask_prep.ingest.converters import sentences
 
 from .workloads import heavy
 
@@ -209,7 +209,7 @@ def cluster_start_stop(job: dict) -> dict:
 
 
 def _cluster_start_stop(job: dict) -> dict:
-    from dask_prep.cluster import dask_session
+    from dask_prep.runtime.cluster import dask_session
 
     t0 = time.perf_counter()
     with dask_session(workers=job["workers"], **_memory(job)):
@@ -221,7 +221,7 @@ def _write_one(records, out: str, index: int) -> int:
     """One partition to one file, converted to Arrow as dask-prep's writer does
     (``CHUNK`` records at a time as the converter yields them), so that the
     difference to ``dask-prep`` is the cost of cutting exact shards."""
-    from dask_prep.shard import CHUNK
+    from dask_prep.write.partition import CHUNK
     rows, tables = [], []
     for _piece, chunks in records.by_piece(CHUNK):
         for chunk in chunks:
@@ -239,7 +239,7 @@ def _write_one(records, out: str, index: int) -> int:
 def dask_prep_partition(job: dict) -> dict:
     import dask
     import dask_prep as dp
-    from dask_prep.cluster import dask_session
+    from dask_prep.runtime.cluster import dask_session
 
     with dask_session(workers=job["workers"], **_memory(job)) as session:
         sources = dp.discover([job["root"]], suffixes=job["suffixes"])

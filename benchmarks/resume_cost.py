@@ -1,6 +1,6 @@
 """The cost of resumability on a clean run: dask-prep with and without partition markers.
 
-Every partition task ends with ``dask_prep.shard.save_marker(out, result)``, a
+Every partition task ends with ``dask_prep.write.partition.save_marker(out, result)``, a
 small JSON file that lets a killed run resume. This runs the same job, with
 ``dask_prep.run(..., shard_size=10_000, overwrite=True)`` into a fresh folder,
 in two variants alternating within each round (the first one alternates too):
@@ -58,18 +58,18 @@ VARIANTS = ("markers", "no markers")
 
 
 def _original():
-    from dask_prep import shard
+    from dask_prep.write import partition as shard
     return getattr(shard.save_marker, "__wrapped__", shard.save_marker)
 
 
 def _enable_markers() -> None:
-    from dask_prep import shard
+    from dask_prep.write import partition as shard
     shard.save_marker = _original()
 
 
 def _disable_markers() -> None:
     """``save_marker`` becomes a no-op (that counts its calls, to prove it ran)."""
-    from dask_prep import shard
+    from dask_prep.write import partition as shard
 
     def save_marker(out, result):
         save_marker.calls += 1
@@ -80,7 +80,7 @@ def _disable_markers() -> None:
 
 def _time_markers() -> None:
     """``save_marker`` as shipped, adding its seconds and calls to counters on itself."""
-    from dask_prep import shard
+    from dask_prep.write import partition as shard
     original = _original()
 
     def save_marker(out, result):
@@ -96,7 +96,7 @@ def _time_markers() -> None:
 
 
 def _marker_stats() -> tuple[float, int]:
-    from dask_prep import shard
+    from dask_prep.write import partition as shard
     return getattr(shard.save_marker, "seconds", 0.0), getattr(shard.save_marker, "calls", 0)
 
 
@@ -186,7 +186,7 @@ def main(argv=None) -> None:
     load = os.getloadavg()[0]
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
                       dashboard_address="127.0.0.1:0") as cluster, Client(cluster) as client:
-        client.run(importlib.import_module, "dask_prep.shard")  # pyarrow etc. before any timing
+        client.run(importlib.import_module, "dask_prep.write.partition")  # pyarrow etc. before any timing
         results = {name: measure(client, name, corpora[name], conv, repeat)
                    for name, (conv, _, _) in WORKLOADS.items()}
         client.run(_enable_markers)

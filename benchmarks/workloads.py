@@ -28,7 +28,7 @@ from collections import Counter
 from pathlib import Path
 
 from dask_prep import split_sentences, words
-from dask_prep.readers import read_text
+from dask_prep.ingest.readers import read_text
 
 __all__ = ["many_small", "cpu_heavy", "skewed", "one_big_file", "doubled", "heavy", "cached",
            "GENERATORS", "VERSION"]

@@ -4,6 +4,8 @@ Exit codes: 0 success, 1 the run or check failed, 2 bad usage.
 """
 from __future__ import annotations
 
+import dataclasses
+import functools
 import json
 import logging
 import sys
@@ -11,10 +13,11 @@ import sysconfig
 
 import click
 
-from . import __version__
-from .converters import converter_names
-from .formats import format_names
+from ._version import __version__
 from .errors import ConverterNotFoundError, DaskPrepError
+from .ingest.converters import converter_names
+from .options import ClusterOptions, ConvertOptions, WriteOptions
+from .write.formats import format_names
 
 SUFFIXES_HELP = "keep only files with this suffix (repeatable; .txt also keeps .txt.gz)"
 
@@ -69,7 +72,7 @@ def _progress(quiet: bool):
     return on_start, on_partition, close
 
 
-def _run(inputs, output, quiet=False, **options):
+def _run(inputs, output, *, quiet=False, **options):
     from .runner import run
     on_start, on_partition, close = _progress(quiet)
     try:
@@ -86,6 +89,83 @@ def _run(inputs, output, quiet=False, **options):
         close()
     click.echo(result.summary())
     return result
+
+
+def _group(key: str, build, *options):
+    """Add the click ``options`` to a command and hand it their values as one
+    object, ``build(**values)``, under ``key``; a value it refuses is bad usage."""
+    names = [o(lambda: None).__click_params__[0].name for o in options]
+
+    def decorate(f):
+        @functools.wraps(f)
+        def command(*args, **kwargs):
+            values = {n: kwargs.pop(n) for n in names}
+            try:
+                kwargs[key] = build(**values)
+            except (ValueError, TypeError) as exc:
+                raise _Usage(str(exc)) from None
+            return f(*args, **kwargs)
+        for option in reversed(options):
+            command = option(command)
+        return command
+    return decorate
+
+
+def _convert(converter, exclude, suffixes, on_error, encoding_errors, partition_size):
+    return ConvertOptions(converter=converter, exclude=exclude, suffixes=suffixes, on_error=on_error,
+                          encoding_errors=encoding_errors, partition_size=partition_size)
+
+
+convert_options = functools.partial(
+    _group, "convert", _convert,
+    click.option("--converter", default="text", show_default=True,
+                 help=f"{'|'.join(converter_names())}, module:func or file.py:func"),
+    click.option("--exclude", type=click.Path(dir_okay=False), help="file of paths, basenames or globs to skip"),
+    click.option("--suffix", "suffixes", multiple=True, help=SUFFIXES_HELP),
+    click.option("--on-error", type=click.Choice(["skip", "raise"]), default="skip", show_default=True),
+    click.option("--encoding-errors", type=click.Choice(["strict", "replace"]), default="strict",
+                 show_default=True, help="invalid UTF-8: fail the file, or replace bad bytes"),
+    click.option("--partition-size", type=click.IntRange(min=8192),
+                 help="input bytes per task (default: automatic)"))
+
+
+def _write(format_, shard_size, overwrite, max_errors):
+    return WriteOptions(format=format_, shard_size=shard_size, overwrite=overwrite,
+                        max_errors=max_errors)
+
+
+write_options = functools.partial(
+    _group, "write", _write,
+    click.option("--format", "format_", type=click.Choice(format_names()), default="parquet",
+                 show_default=True),
+    click.option("--shard-size", type=click.IntRange(min=1), default=10_000, show_default=True,
+                 help="records per shard (all shards but the last are exact)"),
+    click.option("--overwrite", is_flag=True,
+                 help="write into a folder holding other files, or replace a dataset"),
+    click.option("--max-errors", callback=lambda ctx, p, v: _max_errors(v),
+                 help="fail when more sources than this fail: a count (10) or a fraction (0.05); "
+                      "default: fail only if every source failed"))
+
+
+def _cluster(scheduler, workers, memory_limit, report, tls_ca_file, tls_cert, tls_key):
+    if scheduler and (workers or memory_limit):
+        raise ValueError("--workers and --memory-limit are for local workers; not with --scheduler")
+    return ClusterOptions(scheduler=scheduler, workers=workers, memory_limit=memory_limit or "auto",
+                          report=report, security=_security(tls_ca_file, tls_cert, tls_key))
+
+
+cluster_options = functools.partial(
+    _group, "cluster", _cluster,
+    click.option("--scheduler", help="address of a running Dask scheduler, e.g. tcp://host:8786"),
+    click.option("--workers", type=click.IntRange(min=1), help="local worker processes (default: one per core)"),
+    click.option("--memory-limit", help="memory limit of each local worker, e.g. 500MB or 2GiB "
+                                        "(default: the machine's memory shared among the workers)"),
+    click.option("--report", type=click.Path(dir_okay=False),
+                 help="write Dask's performance report (HTML) here"),
+    click.option("--tls-ca-file", type=click.Path(exists=True, dir_okay=False),
+                 help="CA certificate of a TLS scheduler"),
+    click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False), help="client certificate (TLS)"),
+    click.option("--tls-key", type=click.Path(exists=True, dir_okay=False), help="client private key (TLS)"))
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -108,42 +188,14 @@ def main(verbose):
 @main.command("run")
 @click.argument("inputs", nargs=-1, required=True)
 @click.option("-o", "--output", required=True, help="output directory (local or fsspec URL)")
-@click.option("--converter", default="text", show_default=True,
-              help=f"{'|'.join(converter_names())}, module:func or file.py:func")
-@click.option("--format", "format_", type=click.Choice(format_names()), default="parquet",
-              show_default=True)
-@click.option("--shard-size", type=click.IntRange(min=1), default=10_000, show_default=True,
-              help="records per shard (all shards but the last are exact)")
-@click.option("--exclude", type=click.Path(dir_okay=False), help="file of paths, basenames or globs to skip")
-@click.option("--suffix", "suffixes", multiple=True, help=SUFFIXES_HELP)
-@click.option("--on-error", type=click.Choice(["skip", "raise"]), default="skip", show_default=True)
-@click.option("--encoding-errors", type=click.Choice(["strict", "replace"]), default="strict",
-              show_default=True, help="invalid UTF-8: fail the file, or replace bad bytes")
-@click.option("--partition-size", type=click.IntRange(min=8192), help="input bytes per task (default: automatic)")
-@click.option("--scheduler", help="address of a running Dask scheduler, e.g. tcp://host:8786")
-@click.option("--workers", type=click.IntRange(min=1), help="local worker processes (default: one per core)")
-@click.option("--memory-limit", help="memory limit of each local worker, e.g. 500MB or 2GiB (default: "
-                                     "the machine's memory shared among the workers)")
-@click.option("--overwrite", is_flag=True, help="write into a folder holding other files, or replace a dataset")
-@click.option("--max-errors", callback=lambda ctx, p, v: _max_errors(v),
-              help="fail when more sources than this fail: a count (10) or a fraction (0.05); "
-                   "default: fail only if every source failed")
-@click.option("--report", type=click.Path(dir_okay=False), help="write Dask's performance report (HTML) here")
-@click.option("--tls-ca-file", type=click.Path(exists=True, dir_okay=False), help="CA certificate of a TLS scheduler")
-@click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False), help="client certificate (TLS)")
-@click.option("--tls-key", type=click.Path(exists=True, dir_okay=False), help="client private key (TLS)")
+@convert_options()
+@write_options()
+@cluster_options()
 @click.option("-q", "--quiet", is_flag=True, help="print only the summary")
-def run_cmd(inputs, output, converter, format_, shard_size, exclude, suffixes, on_error,
-            encoding_errors, partition_size, scheduler, workers, memory_limit, overwrite, max_errors,
-            report, tls_ca_file, tls_cert, tls_key, quiet):
+def run_cmd(inputs, output, convert, write, cluster, quiet):
     """Convert INPUT... (files, directories, globs, @lists, URLs) into shards in OUTPUT."""
-    if scheduler and (workers or memory_limit):
-        raise _Usage("--workers and --memory-limit are for local workers; not with --scheduler")
-    _run(inputs, output, quiet, converter=converter, format=format_, shard_size=shard_size,
-         exclude=exclude, suffixes=list(suffixes) or None, on_error=on_error,
-         encoding_errors=encoding_errors, partition_size=partition_size, scheduler=scheduler,
-         workers=workers, memory_limit=memory_limit or "auto", overwrite=overwrite, max_errors=max_errors,
-         report=report, security=_security(tls_ca_file, tls_cert, tls_key), progress=False)
+    write = dataclasses.replace(write, on_error=convert.on_error)
+    _run(inputs, output, quiet=quiet, convert=convert, write=write, cluster=cluster, progress=False)
 
 
 def _security(ca_file, cert, key):
@@ -172,7 +224,7 @@ def _max_errors(value: str | None):
 @click.argument("output")
 def verify(output):
     """Check every shard in OUTPUT against its manifest (exit 0 only if all match)."""
-    from .shardset import verify as verify_
+    from .read.shardset import verify as verify_
     report = verify_(output)
     click.echo(str(report), err=not report.ok)
     sys.exit(0 if report.ok else 1)
@@ -183,14 +235,15 @@ def verify(output):
 @click.option("--json", "as_json", is_flag=True, help="print the manifest as JSON")
 def info(output, as_json):
     """Summarize the dataset in OUTPUT."""
-    from .output import OutputDir, read_manifest
     from .runner import describe_errors
+    from .write.manifest import Manifest
+    from .write.output import OutputDir
     try:
-        m = read_manifest(OutputDir(output))
+        m = Manifest.read(OutputDir(output))
     except DaskPrepError as exc:
         raise _Fail(str(exc)) from None
     if as_json:
-        click.echo(json.dumps(m, indent=1))
+        click.echo(json.dumps(m.to_json(), indent=1))
         return
     src = m.get("sources", {})
     sizes = sorted({s["records"] for s in m["shards"]})
@@ -229,7 +282,7 @@ def demo(output, workers, format_, overwrite):
     _run([root], output, converter="sentences", suffixes=[".py"], exclude=exclude,
          format=format_, workers=workers, overwrite=overwrite)
     if format_ == "parquet":
-        from .shardset import open as open_
+        from .read.shardset import open as open_
         ds = open_(output)
         click.echo("\nfirst records:")
         for rec in ds.read_shard(0)[:3]:

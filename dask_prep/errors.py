@@ -5,6 +5,8 @@ still works, and each message says the value, the reason and the fix.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 __all__ = [
     "DaskPrepError",
     "ConversionError",
@@ -17,6 +19,8 @@ __all__ = [
     "EmptyFileError",
     "TooManyErrorsError",
     "ConverterNotFoundError",
+    "SourceError",
+    "error_name",
 ]
 
 
@@ -65,3 +69,35 @@ class TooManyErrorsError(DaskPrepError, RuntimeError):
 
 class ConverterNotFoundError(DaskPrepError, LookupError):
     """A converter name, ``module:func`` or ``file.py:func`` cannot be resolved."""
+
+
+@dataclass
+class SourceError:
+    """One failed source, or one bad item inside a source, as ``errors.jsonl`` lists it."""
+
+    path: str
+    error: str
+    message: str
+    line: int | None = None
+
+    def to_dict(self) -> dict:
+        out = {"path": self.path, "error": self.error, "message": self.message}
+        if self.line is not None:
+            out["line"] = self.line
+        return out
+
+    @classmethod
+    def from_exception(cls, path: str, exc: BaseException, line: int | None = None) -> SourceError:
+        return cls(path, error_name(exc), str(exc) or repr(exc), line)
+
+
+def error_name(exc: BaseException) -> str:
+    """``UnicodeDecodeError`` for builtins and ours, ``zlib.error`` for the rest.
+
+    >>> import zlib
+    >>> error_name(ValueError("x")), error_name(zlib.error("x"))
+    ('ValueError', 'zlib.error')
+    """
+    cls = type(exc)
+    module = cls.__module__.split(".")[0]
+    return cls.__name__ if module in ("builtins", "dask_prep") else f"{module}.{cls.__name__}"

@@ -10,15 +10,16 @@ from contextlib import ExitStack, contextmanager
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .cluster import dask_session
-from .convert import bag_of
-from .converters import resolve_converter
-from .output import OutputDir, check_writable
-from .plan import plan_partitions
-from .execute import ON_SUBMIT
-from .write import write_shards
-from .shard import fewer_collections
-from .sources import Sources, discover
+from .ingest.convert import bag_of
+from .ingest.converters import resolve_converter
+from .ingest.plan import plan_partitions
+from .ingest.sources import Sources, discover
+from .options import ClusterOptions, ConvertOptions, WriteOptions, split
+from .runtime.cluster import dask_session
+from .runtime.execute import ON_SUBMIT
+from .write.job import WriteJob
+from .write.output import OutputDir, check_writable
+from .write.partition import fewer_collections
 
 __all__ = ["run", "RunResult"]
 
@@ -135,85 +136,76 @@ def _notebook_progress():
         ON_SUBMIT.reset(token)
 
 
-def _error_limit(max_errors, nsources: int) -> int | None:
-    if max_errors is None:
-        return nsources - 1 if nsources else None
-    if isinstance(max_errors, float):
-        if not 0 <= max_errors <= 1:
-            raise ValueError(f"max_errors as a fraction must be within 0..1, not {max_errors}")
-        return int(max_errors * nsources)
-    if max_errors < 0:
-        raise ValueError(f"max_errors must be >= 0, not {max_errors}")
-    return max_errors
-
-
-def run(inputs, output, *, converter="text", format: str = "parquet", shard_size: int = 10_000,
-        schema=None, exclude=None, suffixes=None, on_error: str = "skip",
-        encoding_errors: str = "strict", partition_size: int | None = None,
-        scheduler: str | None = None, workers: int | None = None, memory_limit="auto",
-        client=None, overwrite: bool = False, storage_options: dict | None = None,
-        max_errors: int | float | None = None, security=None, report: str | None = None,
-        progress: bool | None = None, on_start: Callable | None = None, on_partition: Callable | None = None) -> RunResult:
+def run(inputs, output, *, convert: ConvertOptions | None = None, write: WriteOptions | None = None,
+        cluster: ClusterOptions | None = None, progress: bool | None = None,
+        on_start: Callable | None = None, on_partition: Callable | None = None,
+        **options) -> RunResult:
     """Discover ``inputs``, convert every file on Dask, and write exact shards to ``output``.
 
-    Runs on ``client`` if given, else on the cluster at ``scheduler``, else on the
-    notebook's current client, else on a LocalCluster of ``workers`` processes
-    started (on 127.0.0.1) for this run and closed after it, each worker with
-    ``memory_limit`` (bytes or a string like ``"500MB"``). Other options are
-    those of :func:`discover`, :func:`to_bag` and :func:`write_shards`.
-    ``on_start(session, sources, npartitions)`` and ``on_partition(result, done,
-    total)`` are progress hooks.
+    Options come as three objects or as their fields by keyword
+    (``dp.run(inputs, out, converter="sentences", shard_size=1000, workers=2)``):
 
-    ``security`` is a :class:`distributed.Security` for a TLS scheduler;
-    ``report`` names an HTML file for Dask's performance report of the run;
-    ``progress`` shows Dask's progress widget (default: inside a notebook only).
+    - :class:`~dask_prep.options.ConvertOptions`: ``converter``, ``suffixes``,
+      ``exclude``, ``on_error``, ``encoding_errors``, ``partition_size``,
+      ``storage_options``;
+    - :class:`~dask_prep.options.WriteOptions`: ``format``, ``shard_size``,
+      ``schema``, ``overwrite``, ``max_errors`` (a count, or a fraction of the
+      sources; by default the run fails only when every source failed, so a
+      broken converter cannot leave an empty "complete" dataset);
+    - :class:`~dask_prep.options.ClusterOptions`: ``client``, ``scheduler``,
+      ``workers``, ``memory_limit``, ``security``, ``report``. Runs on ``client``
+      if given, else on the cluster at ``scheduler``, else on the notebook's
+      current client, else on a LocalCluster of ``workers`` processes started
+      (on 127.0.0.1) for this run and closed after it.
 
-    ``max_errors`` stops the run when more sources than this fail: a count, or a
-    fraction of the sources (``0.05``). By default the run fails only when every
-    source failed, so a broken converter cannot leave an empty "complete" dataset.
+    ``progress`` shows Dask's progress widget (default: inside a notebook only);
+    ``on_start(session, sources, npartitions)`` and ``on_partition(result,
+    done, total)`` are progress hooks (``result.sources`` says how many
+    sources the partition covered).
 
     Running the same call again resumes an interrupted run, or returns at once
     when the dataset is already complete.
     """
     t0 = time.perf_counter()
-    check_writable(OutputDir(output, storage_options), overwrite)  # before starting a cluster
-    conv = resolve_converter(converter, encoding_errors=encoding_errors)
+    given = {ConvertOptions: convert, WriteOptions: write, ClusterOptions: cluster}
+    conv_opts, write_opts, where = split(options, ConvertOptions, WriteOptions, ClusterOptions,
+                                         given={k: v for k, v in given.items() if v is not None})
+    out = OutputDir(output, conv_opts.storage_options)
+    check_writable(out, write_opts.overwrite)  # before starting a cluster
+    conv = resolve_converter(conv_opts.converter, encoding_errors=conv_opts.encoding_errors)
     with ExitStack() as stack:
         def prepare():
             with fewer_collections():  # one object (or more) per file
                 sources = inputs if isinstance(inputs, Sources) else discover(
-                    inputs, suffixes=suffixes, exclude=exclude, storage_options=storage_options)
-                parts = plan_partitions(sources, partition_size=partition_size, splittable=conv.splittable)
-                bag = bag_of(parts, conv, on_error=on_error,
-                             storage_options=storage_options or sources.storage_options)
-                return sources, sources.summary(), parts, bag
+                    inputs, suffixes=conv_opts.suffixes or None, exclude=conv_opts.exclude,
+                    storage_options=conv_opts.storage_options)
+                parts = plan_partitions(sources, partition_size=conv_opts.partition_size,
+                                        splittable=conv.splittable)
+                return sources, sources.summary(), parts, bag_of(parts, conv, conv_opts)
 
         with ThreadPoolExecutor(1) as pool:
             # find the files and plan the tasks while the cluster's worker processes start
             prepared = pool.submit(prepare)
-            session = stack.enter_context(dask_session(
-                client=client, scheduler=scheduler, workers=workers, memory_limit=memory_limit,
-                security=security))
+            session = stack.enter_context(dask_session(where))
             sources, summary, parts, bag = prepared.result()
         if sources.missing:
             logger.warning("%d input(s) not found: %s", len(sources.missing),
                            ", ".join(sources.missing[:5]))
-        limit = _error_limit(max_errors, len(sources))
         metadata = {"sources": summary, "converter": conv.name,
-                    "options": {"on_error": on_error, "encoding_errors": encoding_errors}}
+                    "options": {"on_error": conv_opts.on_error,
+                                "encoding_errors": conv_opts.encoding_errors}}
         if on_start:
             on_start(session, sources, bag.npartitions)
         if on_partition:
             on_partition = _counting_sources(on_partition, parts)
-        if report:
+        if where.report:
             from distributed import performance_report
-            stack.enter_context(performance_report(filename=os.fspath(report)))
+            stack.enter_context(performance_report(filename=os.fspath(where.report)))
         if progress or (progress is None and _in_notebook()):
             stack.enter_context(_notebook_progress())
-        manifest = write_shards(bag, output, shard_size=shard_size, format=format, schema=schema,
-                                on_error=on_error, overwrite=overwrite,
-                                storage_options=storage_options, metadata=metadata,
-                                max_errors=limit, on_partition=on_partition)
+        job = WriteJob(bag, out, write_opts, metadata=metadata, sources=len(sources),
+                       on_partition=on_partition)
+        manifest = job.run()
     return RunResult(os.fspath(output), manifest, len(sources), list(sources.missing),
                      sources.excluded, time.perf_counter() - t0, session.workers,
                      session.dashboard_link)

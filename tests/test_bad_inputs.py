@@ -14,7 +14,7 @@ from conftest import dask_prep_cli, write
 
 CONVERTER = textwrap.dedent("""
     import os
-    from dask_prep.converters import jsonl, text
+    from dask_prep.ingest.converters import jsonl, text
 
     def convert(path):
         name = os.path.basename(path)

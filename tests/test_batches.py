@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 import dask_prep as dp
-from dask_prep.batches import BatchOptions, plan_epoch
+from dask_prep.read.batches import BatchOptions, plan_epoch
 
 N = 203  # records; shards of 20 -> 11 shards, the last one of 3
 

@@ -124,7 +124,7 @@ def busy(seconds):
         sum(range(1000))
 
 if __name__ == "__main__":
-    from dask_prep.cluster import dask_session
+    from dask_prep.runtime.cluster import dask_session
     views = []
     for value in ("first", "second"):
         os.environ["DASK_PREP_TEST_VAR"] = value

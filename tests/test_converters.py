@@ -4,8 +4,8 @@ import textwrap
 import pytest
 
 import dask_prep as dp
-from dask_prep import converters
-from dask_prep.converters import ByValue, resolve_converter
+from dask_prep.ingest import converters
+from dask_prep.ingest.converters import ByValue, resolve_converter
 from conftest import write
 
 
@@ -34,13 +34,13 @@ def test_csv_rows_keyed_by_header(tmp_path):
 
 
 def test_jsonl_bad_lines_reported_with_numbers_good_kept(tmp_path):
-    from dask_prep import _tracking
+    from dask_prep.ingest.bad_items import SourceContext, converting
     p = write(tmp_path / "t.jsonl", '{"a": 1}\nnot json\n\n{"a": 2}\n{"a":\n')
-    with _tracking.source_context(str(p), "skip") as ctx:
+    with converting(SourceContext(str(p), "skip")) as ctx:
         recs = list(converters.jsonl(str(p)))
     assert recs == [{"a": 1}, {"a": 2}]
     assert [(e.line, e.error) for e in ctx.errors] == [(2, "JSONDecodeError"), (5, "JSONDecodeError")]
-    with _tracking.source_context(str(p), "raise"):
+    with converting(SourceContext(str(p), "raise")):
         with pytest.raises(dp.ConversionError, match=r"t.jsonl, line 2: JSONDecodeError"):
             list(converters.jsonl(str(p)))
 

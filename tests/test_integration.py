@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 import dask_prep as dp
-from dask_prep.converters import jsonl, sentences
+from dask_prep.ingest.converters import jsonl, sentences
 from conftest import dask_prep_cli, make_corpus, serial_records, write
 
 

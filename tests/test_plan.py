@@ -1,6 +1,6 @@
-from dask_prep.plan import (FILE_COST, MIN_PARTITION, PIECE_SIZE, Piece, auto_partition_size,
+from dask_prep.ingest.plan import (FILE_COST, MIN_PARTITION, PIECE_SIZE, Piece, auto_partition_size,
                             plan_partitions)
-from dask_prep.sources import Source
+from dask_prep.ingest.sources import Source
 
 
 def test_partitions_are_contiguous_and_cover_all_sources():

@@ -4,7 +4,7 @@ import pyarrow as pa
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from dask_prep.ragged import Ragged, as_int32
+from dask_prep.read.ragged import Ragged, as_int32
 
 seqs_st = st.lists(st.lists(st.integers(-2**31, 2**31 - 1), max_size=12), min_size=1, max_size=30)
 

@@ -5,9 +5,9 @@ import pytest
 import zstandard
 from hypothesis import given, settings, strategies as st
 
-from dask_prep import readers
+from dask_prep.ingest import readers
 from dask_prep.errors import BinaryFileError, EmptyFileError
-from dask_prep.readers import iter_lines, read_text
+from dask_prep.ingest.readers import iter_lines, read_text
 from conftest import write
 
 TEXT = "première ligne\nsecond line\n"
@@ -71,7 +71,7 @@ def test_byte_ranges_tile_a_file_into_every_line_once(tmp_path_factory, lines, c
 @given(text=st.text(alphabet="ab é.!?\n \t\r", min_size=1, max_size=300).filter(str.strip),
        cuts=st.lists(st.integers(min_value=1, max_value=600), max_size=6))
 def test_sentences_over_byte_ranges_are_the_sentences_of_the_whole_file(tmp_path_factory, text, cuts):
-    from dask_prep.converters import sentences
+    from dask_prep.ingest.converters import sentences
     data = text.encode()
     p = tmp_path_factory.mktemp("prose") / "f.txt"
     p.write_bytes(data)

@@ -34,7 +34,13 @@ def test_live_lock_refuses_a_second_writer(tmp_path):
 
 
 def test_second_real_run_is_refused_while_the_first_is_live(tmp_path):
-    write(tmp_path / "slow.py", "import time\ndef slow(path):\n    time.sleep(0.3)\n"
+    """The first run's converter waits until the second run was refused, so the
+    test does not depend on how fast either starts."""
+    release = tmp_path / "release"
+    write(tmp_path / "slow.py", "import os, time\ndef slow(path):\n"
+                                f"    deadline = time.time() + 120\n"
+                                f"    while not os.path.exists({str(release)!r}) and time.time() < deadline:\n"
+                                "        time.sleep(0.05)\n"
                                 "    return [{'p': path}]\n")
     for i in range(20):
         write(tmp_path / "in" / f"{i:02d}.txt", "x" * 5000)
@@ -49,8 +55,10 @@ def test_second_real_run_is_refused_while_the_first_is_live(tmp_path):
             time.sleep(0.05)
         second = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
         assert second.returncode == 1 and "being written by another run" in second.stderr
+        release.write_text("go")
         assert first.wait(timeout=120) == 0, first.stderr.read()
     finally:
+        release.write_text("go")
         if first.poll() is None:
             first.kill()
     assert dp.verify(tmp_path / "out").ok and len(dp.open(tmp_path / "out")) == 20

@@ -13,7 +13,7 @@ from dask import delayed
 from hypothesis import example, given, settings, strategies as st
 
 import dask_prep as dp
-from dask_prep.output import WORK
+from dask_prep.write.output import WORK
 from conftest import make_corpus, serial_records, write
 
 
@@ -63,7 +63,7 @@ def test_records_match_a_serial_loop(tmp_path):
     assert bag.npartitions > 3
     m = dp.write_shards(bag, tmp_path / "out", shard_size=97)
     got = list(dp.open(tmp_path / "out"))
-    from dask_prep.converters import sentences
+    from dask_prep.ingest.converters import sentences
     want = serial_records(paths, sentences)
     key = lambda r: (r["text"], tuple(r["words"]))  # noqa: E731
     assert Counter(map(key, got)) == Counter(map(key, want)) and m["total_records"] == len(want)
@@ -137,7 +137,7 @@ def test_conversion_errors_reach_errors_jsonl_through_user_map_and_filter(tmp_pa
     errors = dp.open(tmp_path / "out").errors()
     assert [(e["path"].rsplit("/", 1)[1], e["error"]) for e in errors] == [
         ("bad.txt", "UnicodeDecodeError"), ("bin.txt", "BinaryFileError")]
-    from dask_prep.converters import sentences
+    from dask_prep.ingest.converters import sentences
     assert m["total_records"] == len(serial_records(paths, sentences))
 
 
@@ -173,23 +173,23 @@ def test_empty_bag_gives_empty_complete_dataset(tmp_path):
 def test_leftovers_merged_during_the_run_give_the_same_bytes(client, tmp_path, monkeypatch):
     """Early merges (while partitions convert) produce what merging at the end does,
     and a schema that widens later (null -> string) makes commit redo them."""
-    from dask_prep import commit as commit_mod
+    from dask_prep.write import job as job_mod
     sizes = [7, 13, 9, 11, 5, 17, 8, 12, 6, 10, 14, 9]
     starts = [sum(sizes[:i]) for i in range(len(sizes))]
     bag = db.from_delayed([delayed(lambda a, n: [{"i": k, "s": None if a < 40 else f"v{k}"}
                                                   for k in range(a, a + n)])(a, n)
                            for a, n in zip(starts, sizes)])
-    ready, early = commit_mod.EarlyMerges.ready, []
+    ready, early = job_mod._EarlyMerges.ready, []
 
-    def counting(self, done):
-        tasks = ready(self, done)
+    def counting(self, res, done):
+        tasks = ready(self, res, done)
         early.extend(tasks)
         return tasks
 
-    monkeypatch.setattr(commit_mod.EarlyMerges, "ready", counting)
+    monkeypatch.setattr(job_mod._EarlyMerges, "ready", counting)
     m1 = dp.write_shards(bag, tmp_path / "early", shard_size=10)
     assert early, "no leftovers were merged during the run"
-    monkeypatch.setattr(commit_mod.EarlyMerges, "ready", lambda self, done: [])
+    monkeypatch.setattr(job_mod._EarlyMerges, "ready", lambda self, res, done: [])
     m2 = dp.write_shards(bag, tmp_path / "late", shard_size=10)
     assert [s["sha256"] for s in m1["shards"]] == [s["sha256"] for s in m2["shards"]]
     table = pa.concat_tables(pq.read_table(tmp_path / "early" / s["file"]) for s in m1["shards"])
@@ -201,8 +201,13 @@ def test_a_partition_is_converted_and_written_by_one_task(tmp_path):
     """Straight from to_bag, each write task calls its conversion inline: one
     task a partition for the scheduler. After another bag step, Bag's fusion
     also makes one task of the chain, plus an alias under the write's name."""
-    from dask_prep.output import OutputDir
-    from dask_prep.shard import WriteSpec, write_tasks
+    from dask_prep.runtime.graph import fused_tasks
+    from dask_prep.write.output import OutputDir
+    from dask_prep.write.partition import write_partition
+    from dask_prep.write.shards import WriteSpec
+
+    def write_tasks(bag, spec):
+        return fused_tasks(bag, write_partition, "w", [(i,) for i in range(bag.npartitions)], spec)
     make_corpus(tmp_path / "in", n=12)
     bag = dp.to_bag([tmp_path / "in"], "sentences", partition_size=8192)
     (tmp_path / "out" / WORK).mkdir(parents=True)
@@ -213,8 +218,8 @@ def test_a_partition_is_converted_and_written_by_one_task(tmp_path):
     assert len(write_tasks(bag.map(dict), spec)[0].dask) == 2 * bag.npartitions
     with dask.config.set(scheduler="sync"):
         results = dask.compute(*tasks)
-    assert sum(r.records for [r] in results) == len(serial_records(
-        list((tmp_path / "in").rglob("*.txt*")), dp.converters.sentences))
+    assert sum(r.records for r in results) == len(serial_records(
+        list((tmp_path / "in").rglob("*.txt*")), dp.ingest.converters.sentences))
 
 
 def _spec_converter(path):
@@ -243,7 +248,7 @@ def test_a_source_that_fails_or_clashes_part_way_is_cut_out_whole(sources, chunk
     from pathlib import Path
     from unittest import mock
 
-    from dask_prep import shard
+    from dask_prep.write import partition as shard
     want, bad = [], set()
     with tempfile.TemporaryDirectory() as tmp, mock.patch.object(shard, "CHUNK", chunk), \
             dask.config.set(scheduler="sync"):

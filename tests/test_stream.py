@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import dask_prep as dp
-from dask_prep.converters import sentences
+from dask_prep.ingest.converters import sentences
 from conftest import make_corpus, serial_records
 
 

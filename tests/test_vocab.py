@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import dask_prep as dp
-from dask_prep.converters import sentences
+from dask_prep.ingest.converters import sentences
 from conftest import make_corpus, serial_records
 
 WORDS = [["b", "a", "c"], ["a", "d"], ["c", "b", "e", "a"], ["f"], ["d", "b"]]

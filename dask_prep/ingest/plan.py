@@ -16,8 +16,8 @@ whole task's time at the end).
 The plan depends only on the sources and the options, never on the cluster, so
 the same inputs give the same shards on 1 worker or 100.
 
->>> from dask_prep.sources import Source
->>> from dask_prep.plan import plan_partitions
+>>> from dask_prep.ingest.sources import Source
+>>> from dask_prep.ingest.plan import plan_partitions
 >>> srcs = [Source("a", 10), Source("b", 10), Source("c", 100)]
 >>> [[p.path for p in part] for part in plan_partitions(srcs, partition_size=8300)]
 [['a', 'b'], ['c']]

@@ -29,12 +29,9 @@ from itertools import repeat
 
 import dask.bag as db
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
-from dask import delayed
 
-from .converters import Converter, resolve_converter
-from .output import OutputDir
+from ..ingest.converters import Converter, resolve_converter
+from ..write.output import OutputDir
 
 __all__ = ["Vocab", "build_vocab", "token_ids", "with_token_ids"]
 
@@ -167,21 +164,12 @@ def _select(counter: Counter, size: int | None, min_freq: int, specials: tuple) 
     return heapq.nsmallest(max(size - len(specials), 0), kept, key=key)
 
 
-def _read_column(out: OutputDir, name: str, column: str) -> list:
-    table = pq.read_table(pa.BufferReader(out.read_bytes(name)), columns=[column])
-    return table.column(column).to_pylist()
-
-
 def _word_lists(data, column: str) -> db.Bag:
     """A bag of word lists from a bag of records or a ShardSet (reading one column)."""
-    from .shardset import ShardSet
     if isinstance(data, db.Bag):
         return data.pluck(column)
-    if isinstance(data, ShardSet) and data.format == "parquet" and data.shards:
-        return db.from_delayed([delayed(_read_column)(data.out, s["file"], column)
-                                for s in data.shards])
-    if isinstance(data, ShardSet):
-        return data.to_bag().pluck(column)
+    if hasattr(data, "column_bag"):  # a ShardSet
+        return data.column_bag(column)
     raise TypeError(f"build_vocab takes a dask bag of records or a ShardSet, "
                     f"not {type(data).__name__}; open a dataset with dask_prep.open(path)")
 
@@ -255,12 +243,13 @@ class _WithTokenIds:
     def __init__(self, conv: Converter, add: AddTokenIds):
         self.conv, self.add = conv, add
 
-    def __call__(self, path: str, start=None, end=None) -> Iterator[dict]:
-        return map(self.add, self.conv(path, start, end))
+    def __call__(self, path: str, start=None, end=None, *, storage_options=None) -> Iterator[dict]:
+        return map(self.add, self.conv(path, start, end, storage_options=storage_options))
 
-    def __dask_tokenize__(self):
-        from dask.base import tokenize
-        return ("dask-prep-with-token-ids", tokenize(self.conv), tokenize(self.add))
+    def dask_prep_identity(self) -> str:
+        a = self.add
+        return (f"with_token_ids({self.conv.identity}, vocab={a.vocab.digest}, column={a.column}, "
+                f"out={a.out}, keep={a.keep}, as_list={a.as_list})")
 
 
 def with_token_ids(converter, vocab: Vocab, *, column: str = "words", out: str = "token_ids",

@@ -11,24 +11,23 @@ True
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import dask.bag as db
 import pyarrow as pa
-import pyarrow.parquet as pq
 from dask import delayed
 
-from .errors import ManifestError, PickleNotAllowedError
-from .formats import get_format
-from .output import ERRORS, SHARD_RE, OutputDir, read_manifest
+from ..errors import ManifestError, PickleNotAllowedError
+from ..write.formats import ShardFile, format_class, get_format
+from ..write.manifest import Manifest
+from ..write.output import ERRORS, OutputDir
 
 __all__ = ["ShardSet", "open", "verify", "VerifyReport"]
 
-_PICKLE_WARNING = ("unpickling runs arbitrary code: load pickle shards only from a source "
-                   "you trust, with allow_pickle=True")
+_TRUST_WARNING = ("reading them runs arbitrary code: load them only from a source "
+                  "you trust, with allow_pickle=True")
 
 
 class ShardSet:
@@ -36,9 +35,9 @@ class ShardSet:
 
     def __init__(self, output, *, allow_pickle: bool = False, storage_options: dict | None = None):
         self.out = OutputDir(output, storage_options)
-        self.manifest = read_manifest(self.out)
-        if self.format == "pickle" and not allow_pickle:
-            raise PickleNotAllowedError(f"{self.out.url} holds pickle shards; {_PICKLE_WARNING}")
+        self.manifest = Manifest.read(self.out)
+        if format_class(self.format).needs_trust and not allow_pickle:
+            raise PickleNotAllowedError(f"{self.out.url} holds {self.format} shards; {_TRUST_WARNING}")
 
     @property
     def format(self) -> str:
@@ -62,10 +61,13 @@ class ShardSet:
 
     @property
     def schema(self) -> pa.Schema | None:
-        if self.format != "parquet" or not self.shards:
+        """The Arrow schema of the shards (formats that have one)."""
+        if not self.shards:
             return None
-        with self.out.fs.open(self.out.path(self.shards[0]["file"]), "rb") as f:
-            return pq.read_schema(f)
+        return get_format(self.format).read_schema(self.shard_file(0))
+
+    def shard_file(self, i: int) -> ShardFile:
+        return ShardFile(self.out, self.shards[i]["file"])
 
     def read_shard(self, i: int) -> list:
         """The records of shard ``i``."""
@@ -87,17 +89,28 @@ class ShardSet:
             return db.from_sequence([], npartitions=1)
         return db.from_delayed([delayed(_load)(self.out, s["file"], self.format) for s in self.shards])
 
+    def column_bag(self, column: str) -> db.Bag:
+        """A Dask bag of one column's values, one partition per shard (columnar
+        formats read only that column)."""
+        if not self.shards:
+            return db.from_sequence([], npartitions=1)
+        return db.from_delayed([delayed(_column)(self.out, s["file"], self.format, column)
+                                for s in self.shards])
+
     def to_dataframe(self):
         """A Dask DataFrame with one partition per shard (Parquet datasets)."""
         import dask.dataframe as dd
-        if self.format != "parquet":
+        if self.format != "parquet":  # Dask reads Parquet itself; other formats go through records
             return self.to_bag().to_dataframe()
         return dd.read_parquet(self.files, storage_options=self.out.storage_options or None,
                                split_row_groups=False, aggregate_files=False)
 
     def to_table(self) -> pa.Table:
-        """All records as one :class:`pyarrow.Table` (Parquet; loads everything)."""
-        tables = [pq.read_table(pa.BufferReader(self.out.read_bytes(s["file"]))) for s in self.shards]
+        """All records as one :class:`pyarrow.Table` (columnar formats; loads everything)."""
+        fmt = get_format(self.format)
+        tables = [fmt.table(self.shard_file(i), None) for i in range(len(self.shards))]
+        if any(t is None for t in tables):
+            raise TypeError(f"{self.format} shards are not columnar; use to_bag() or iterate")
         return pa.concat_tables(tables) if tables else pa.table({})
 
     def iter_batches(self, batch_size: int, **options):
@@ -119,8 +132,17 @@ class ShardSet:
         return to_torch(self, batch_size, **options)
 
 
+def _column(out: OutputDir, name: str, fmt: str, column: str) -> list:
+    f, shard = get_format(fmt), ShardFile(out, name)
+    table = f.table(shard, [column])
+    if table is not None:
+        return table.column(column).to_pylist()
+    return [r[column] for r in f.records(f.decode(shard))]
+
+
 def _load(out: OutputDir, name: str, fmt: str) -> list:
-    return get_format(fmt).records(out.read_bytes(name))
+    f = get_format(fmt)
+    return f.records(f.decode(ShardFile(out, name)))
 
 
 def open(output, *, allow_pickle: bool = False, storage_options: dict | None = None) -> ShardSet:  # noqa: A001
@@ -150,56 +172,53 @@ class VerifyReport:
                          + [f"  {p}" for p in self.problems])
 
 
-def _sha256(out: OutputDir, name: str) -> str:
-    h = hashlib.sha256()
-    with out.fs.open(out.path(name), "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def verify(output, *, storage_options: dict | None = None) -> VerifyReport:
-    """Re-check every shard's existence, size, sha256 and record count against the manifest."""
+    """Re-check every shard file's existence, size, sha256 and record count against the manifest."""
     out = OutputDir(output, storage_options)
     report = VerifyReport(out.url)
     try:
-        manifest = read_manifest(out)
+        manifest = Manifest.read(out)
     except ManifestError as exc:
         report.problems.append(str(exc))
         return report
-    shards, size = manifest["shards"], manifest["shard_size"]
-    listed = {s["file"] for s in shards}
+    shards, size, fmt = manifest.shards, manifest.shard_size, get_format(manifest.format)
     for i, s in enumerate(shards):
         report.checked += 1
-        report.problems.extend(_check_shard(out, manifest["format"], s))
+        report.problems.extend(_check_shard(out, fmt, s))
         if i < len(shards) - 1 and s["records"] != size:
             report.problems.append(f"{s['file']}: manifest says {s['records']} records; "
                                    f"every shard but the last must hold {size}")
     total = sum(s["records"] for s in shards)
-    if total != manifest["total_records"]:
-        report.problems.append(f"manifest total_records {manifest['total_records']} != "
+    if total != manifest.total_records:
+        report.problems.append(f"manifest total_records {manifest.total_records} != "
                                f"sum of shard records {total}")
+    listed, pattern = set(manifest.files), fmt.shard_pattern()
     for name in out.listdir():
-        if SHARD_RE.match(name) and name not in listed:
+        if pattern.match(name) and name not in listed:
             report.problems.append(f"{name}: shard-like file not listed in the manifest")
     return report
 
 
-def _check_shard(out: OutputDir, fmt: str, s: dict) -> list[str]:
-    name = s["file"]
-    if not out.exists(name):
+def _check_file(out: OutputDir, entry: dict) -> list[str]:
+    name = entry["file"]
+    if not out.isfile(name):
         return [f"{name}: missing"]
     size = out.size(name)
-    if size != s["bytes"]:
-        return [f"{name}: {size} bytes, manifest says {s['bytes']} (truncated or replaced)"]
-    if _sha256(out, name) != s["sha256"]:
+    if size != entry["bytes"]:
+        return [f"{name}: {size} bytes, manifest says {entry['bytes']} (truncated or replaced)"]
+    if out.sha256(name) != entry["sha256"]:
         return [f"{name}: sha256 differs from the manifest (content changed)"]
-    if fmt == "parquet":
-        try:
-            with out.fs.open(out.path(name), "rb") as f:
-                rows = pq.ParquetFile(f).metadata.num_rows
-        except (pa.ArrowException, OSError) as exc:
-            return [f"{name}: unreadable Parquet: {exc}"]
-        if rows != s["records"]:
-            return [f"{name}: {rows} records, manifest says {s['records']}"]
+    return []
+
+
+def _check_shard(out: OutputDir, fmt, s: dict) -> list[str]:
+    problems = [p for e in (s, *s.get("companions", ())) for p in _check_file(out, e)]
+    if problems:
+        return problems
+    try:
+        rows = fmt.count(ShardFile(out, s["file"]))
+    except Exception as exc:  # a format's reader: whatever it raises, the shard is unreadable
+        return [f"{s['file']}: unreadable {fmt.name} shard: {exc}"]
+    if rows != s["records"]:
+        return [f"{s['file']}: {rows} records, manifest says {s['records']}"]
     return []

@@ -24,20 +24,20 @@ import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+import hashlib
+
 import dask.bag as db
 import numpy as np
-from dask.base import tokenize
 from dask.delayed import Delayed
-from dask.highlevelgraph import HighLevelGraph
-from dask.optimization import cull
 
-from . import _tracking
+from ..errors import ConversionError
+from ..ingest import side_channel
+from ..ingest.convert import Conversion, to_bag
+from ..options import ClusterOptions, ConvertOptions, split
+from ..runtime.cluster import dask_session
+from ..runtime.graph import conversion_layers, culled, fused_tasks
 from .batches import PadOptions, _positive
-from .cluster import dask_session
-from .convert import CONVERT_PREFIX, to_bag
-from .errors import ConversionError
 from .ragged import Ragged
-from .sources import Sources, discover
 
 __all__ = ["stream", "BatchStream", "StreamOptions", "pack_partition"]
 
@@ -80,8 +80,9 @@ def pack_partition(records, index: int, spec: _PackSpec) -> Packed:
         rows = Ragged.from_records(records, spec.column, spec.columns, where=f"partition {index}")
     except ConversionError as exc:
         return Packed(index, fatal=str(exc))
-    errors = _tracking.drain({(layer, index) for layer in spec.convert_layers})
-    return Packed(index, rows, errors)
+    if isinstance(records, Conversion):
+        return Packed(index, rows, records.errors)
+    return Packed(index, rows, side_channel.drain({(layer, index) for layer in spec.convert_layers}))
 
 
 def _pack_tasks(bag: db.Bag, spec: _PackSpec) -> list[Delayed]:
@@ -91,12 +92,8 @@ def _pack_tasks(bag: db.Bag, spec: _PackSpec) -> list[Delayed]:
     time with the whole graph would cost time in proportion to the partitions
     (measured: 0.13 s per submit at 200 partitions, 0.46 s at 1,000; 13 ms culled).
     """
-    name = "dask-prep-pack-" + tokenize(bag.name, spec)
-    dsk = {(name, i): (pack_partition, (bag.name, i), i, spec) for i in range(bag.npartitions)}
-    graph = HighLevelGraph.from_collections(name, dsk, dependencies=[bag])
-    parts = db.Bag(graph, name, bag.npartitions).to_delayed(optimize_graph=True)
-    whole = dict(parts[0].dask) if parts else {}
-    return [Delayed(p.key, cull(whole, [p.key])[0]) for p in parts]
+    name = "dask-prep-pack-" + hashlib.sha256(f"{bag.name}{spec}".encode()).hexdigest()[:32]
+    return culled(fused_tasks(bag, pack_partition, name, [(i,) for i in range(bag.npartitions)], spec))
 
 
 def _finished(client, tasks: list, limit: int, ordered: bool) -> Iterator[Packed]:
@@ -157,14 +154,13 @@ class _Tally:
         return packed.rows
 
 
-def _batches(bag: db.Bag, o: StreamOptions, session_options: dict, tally: _Tally) -> Iterator[dict]:
+def _batches(bag: db.Bag, o: StreamOptions, session_options: ClusterOptions, tally: _Tally) -> Iterator[dict]:
     """The stream's work. It holds no reference to the BatchStream, so a stream
     dropped after ``break`` is freed at once, and this generator with it: its
     ``finally`` cancels the partitions in flight and closes a cluster it started."""
     pad = dict(column=o.column, pad_value=o.pad_value, max_len=o.max_len)
-    layers = tuple(k for k in bag.dask.layers if k.startswith(CONVERT_PREFIX))
-    tasks = _pack_tasks(bag, _PackSpec(o.column, o.columns, layers))
-    with dask_session(**session_options) as session:
+    tasks = _pack_tasks(bag, _PackSpec(o.column, o.columns, tuple(conversion_layers(bag))))
+    with dask_session(session_options) as session:
         # a cluster whose workers have not joined yet still gets work to wait for
         limit = o.max_in_flight or max(2 * session.workers, 2)
         carry = Ragged.empty(o.columns)
@@ -183,7 +179,7 @@ class BatchStream:
     ``errors.jsonl``); ``partitions`` and ``records`` count what arrived.
     """
 
-    def __init__(self, bag: db.Bag, options: StreamOptions, session: dict):
+    def __init__(self, bag: db.Bag, options: StreamOptions, session: ClusterOptions):
         self.bag, self.options, self._session = bag, options, session
         self._tally = _Tally()
         self._gen = None
@@ -212,31 +208,34 @@ class BatchStream:
         self.close()
 
 
-def stream(data, *, batch_size: int, converter="text", suffixes=None, exclude=None,
-           on_error: str = "skip", partition_size: int | None = None, client=None,
-           scheduler: str | None = None, workers: int | None = None, **options) -> BatchStream:
+def stream(data, *, batch_size: int, options: ConvertOptions | None = None,
+           cluster: ClusterOptions | None = None, **fields) -> BatchStream:
     """Convert ``data`` on the cluster and yield padded batches, without writing shards.
 
     Parameters
     ----------
     data
         A :class:`dask.bag.Bag` of records, or inputs/:class:`~dask_prep.Sources`
-        to convert with ``converter`` (options as in :func:`dask_prep.to_bag`).
+        to convert (the fields of :class:`~dask_prep.options.ConvertOptions`, as
+        for :func:`dask_prep.to_bag`: ``converter``, ``suffixes``, ``exclude``,
+        ``on_error``, ``partition_size``, ``encoding_errors``, ``storage_options``).
     batch_size
         Records per batch; batches span partitions, only the last may be smaller.
-    client, scheduler, workers
-        Where to run, as in :func:`dask_prep.run`: a LocalCluster is started
-        (and closed with the stream) when there is no client.
-    **options
-        Keyword-only fields of :class:`StreamOptions`: ``column="token_ids"``,
-        ``columns=()``, ``pad_value=0``, ``max_len=None``, ``drop_last=False``,
-        ``ordered=False``, ``max_in_flight=None`` (2 per worker).
+    options, cluster, **fields
+        Conversion and cluster options (``client``, ``scheduler``, ``workers``,
+        ``memory_limit``, ``security``, as in :func:`dask_prep.run`: a
+        LocalCluster is started, and closed with the stream, when there is no
+        client), and the fields of :class:`StreamOptions`:
+        ``column="token_ids"``, ``columns=()``, ``pad_value=0``,
+        ``max_len=None``, ``drop_last=False``, ``ordered=False``,
+        ``max_in_flight=None`` (2 per worker).
 
     Batches are ``{column: int32[B, L], "lengths": int32[B], **columns}``
     as from :meth:`dask_prep.ShardSet.iter_batches`.
     """
-    opts = StreamOptions(batch_size, **options)
+    given = {ConvertOptions: options, ClusterOptions: cluster}
+    conv, where, o = split({**fields, "batch_size": batch_size}, ConvertOptions, ClusterOptions,
+                           StreamOptions, given={k: v for k, v in given.items() if v is not None})
     if not isinstance(data, db.Bag):
-        sources = data if isinstance(data, Sources) else discover(data, suffixes=suffixes, exclude=exclude)
-        data = to_bag(sources, converter, on_error=on_error, partition_size=partition_size)
-    return BatchStream(data, opts, {"client": client, "scheduler": scheduler, "workers": workers})
+        data = to_bag(data, options=conv)
+    return BatchStream(data, o, where)

@@ -22,7 +22,10 @@ shipped by value, so a converter in a script or notebook needs no installing.
 from __future__ import annotations
 
 import csv as _csv
+import functools
+import hashlib
 import importlib
+import inspect
 import importlib.util
 import io
 import json
@@ -36,8 +39,10 @@ from dataclasses import dataclass
 
 import cloudpickle
 
-from ._tracking import report_bad_item
-from .errors import ConverterNotFoundError
+from .._version import __version__
+from ..errors import ConverterNotFoundError
+from ..options import ENCODING_ERRORS, check_choice
+from .bad_items import report_bad_item
 from .readers import iter_lines, read_paragraphs, read_text
 
 __all__ = ["Converter", "register_converter", "resolve_converter", "converter_names",
@@ -61,18 +66,20 @@ def words(sentence: str) -> list[str]:
 # -- built-in converters ------------------------------------------------------
 
 
-def text(path: str, *, errors: str = "strict") -> list[dict]:
-    return [{"path": path, "text": read_text(path, errors)}]
+def text(path: str, *, errors: str = "strict", storage_options: dict | None = None) -> list[dict]:
+    return [{"path": path, "text": read_text(path, errors, storage_options=storage_options)}]
 
 
-def lines(path: str, *, errors: str = "strict", start=None, end=None) -> Iterator[dict]:
-    for _, line in iter_lines(path, start, end, errors):
+def lines(path: str, *, errors: str = "strict", start=None, end=None,
+          storage_options: dict | None = None) -> Iterator[dict]:
+    for _, line in iter_lines(path, start, end, errors, storage_options=storage_options):
         if line.strip():
             yield {"text": line}
 
 
-def jsonl(path: str, *, errors: str = "strict", start=None, end=None) -> Iterator:
-    for lineno, line in iter_lines(path, start, end, errors):
+def jsonl(path: str, *, errors: str = "strict", start=None, end=None,
+          storage_options: dict | None = None) -> Iterator:
+    for lineno, line in iter_lines(path, start, end, errors, storage_options=storage_options):
         if not line.strip():
             continue
         try:
@@ -81,12 +88,15 @@ def jsonl(path: str, *, errors: str = "strict", start=None, end=None) -> Iterato
             report_bad_item(f"malformed JSON: {exc}", line=lineno, error="JSONDecodeError")
 
 
-def csv(path: str, *, errors: str = "strict") -> Iterator[dict]:
-    yield from _csv.DictReader(io.StringIO(read_text(path, errors), newline=""))
+def csv(path: str, *, errors: str = "strict", storage_options: dict | None = None) -> Iterator[dict]:
+    text = read_text(path, errors, storage_options=storage_options)
+    yield from _csv.DictReader(io.StringIO(text, newline=""))
 
 
-def sentences(path: str, *, errors: str = "strict", start=None, end=None) -> Iterator[dict]:
-    for sentence in split_sentences(read_paragraphs(path, start, end, errors)):
+def sentences(path: str, *, errors: str = "strict", start=None, end=None,
+              storage_options: dict | None = None) -> Iterator[dict]:
+    text = read_paragraphs(path, start, end, errors, storage_options=storage_options)
+    for sentence in split_sentences(text):
         toks = _WORD.findall(sentence)
         if toks:
             yield {"text": sentence, "words": toks}
@@ -101,7 +111,9 @@ class Converter:
 
     ``splittable`` converters accept ``start``/``end`` byte offsets (reading the
     lines, or for ``sentences`` the paragraphs, that start in that range), so one
-    large uncompressed file can be converted in parallel pieces.
+    large uncompressed file can be converted in parallel pieces. A converter
+    whose function takes a ``storage_options`` keyword is given the run's (for
+    remote sources); others open their sources themselves.
     """
 
     name: str
@@ -109,11 +121,56 @@ class Converter:
     splittable: bool = False
     options: tuple = ()
 
-    def __call__(self, path: str, start: int | None = None, end: int | None = None) -> Iterable:
+    def __call__(self, path: str, start: int | None = None, end: int | None = None, *,
+                 storage_options: dict | None = None) -> Iterable:
         kwargs = dict(self.options)
         if start is not None or end is not None:
             kwargs.update(start=start, end=end)
+        if storage_options and self.takes_storage_options:
+            kwargs["storage_options"] = storage_options
         return self.fn(path, **kwargs)
+
+    @functools.cached_property
+    def takes_storage_options(self) -> bool:
+        return _takes_storage_options(self.fn)
+
+    @functools.cached_property
+    def identity(self) -> str:
+        """What decides this converter's records: its name, options and code
+        (a sha256 of the code it runs; the dask-prep version for built-ins)."""
+        return f"{self.name}|{sorted(self.options)}|{callable_identity(self.fn)}"
+
+
+def _takes_storage_options(fn: Callable) -> bool:
+    target = getattr(fn, "takes_storage_options", None)
+    if target is not None:
+        return target
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+    return "storage_options" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+
+
+def callable_identity(fn: Callable) -> str:
+    """A stable name for what ``fn`` computes: never Dask's ``tokenize`` (whose
+    hash changes with the packages installed). Built-ins: the dask-prep
+    version; shipped by value: a sha256 of the pickled function; else a sha256
+    of its source code."""
+    ident = getattr(fn, "dask_prep_identity", None)
+    if ident is not None:
+        return ident() if callable(ident) else str(ident)
+    if isinstance(fn, ByValue):
+        return "by-value:" + hashlib.sha256(fn.payload).hexdigest()
+    module = getattr(fn, "__module__", None) or ""
+    qualname = getattr(fn, "__qualname__", None) or type(fn).__qualname__
+    if module.split(".")[0] == "dask_prep":
+        return f"{module}:{qualname}@{__version__}"
+    try:
+        source = inspect.getsource(fn)
+    except (OSError, TypeError):
+        source = repr(fn)
+    return f"{module}:{qualname}:" + hashlib.sha256(source.encode()).hexdigest()
 
 
 _REGISTRY: dict[str, tuple[Callable, bool]] = {
@@ -144,8 +201,7 @@ def register_converter(name: str, fn: Callable, *, splittable: bool = False,
 
 def resolve_converter(spec, *, encoding_errors: str = "strict") -> Converter:
     """Turn a name, ``module:func``, ``file.py:func`` or callable into a :class:`Converter`."""
-    if encoding_errors not in ("strict", "replace"):
-        raise ValueError(f"encoding_errors must be 'strict' or 'replace', not {encoding_errors!r}")
+    check_choice("encoding_errors", encoding_errors, ENCODING_ERRORS)
     if isinstance(spec, Converter):
         return spec
     if isinstance(spec, str) and spec in _REGISTRY:
@@ -199,21 +255,24 @@ def _shippable(fn: Callable) -> Callable:
     if module is None or not path or path.startswith(_installed_roots()):
         return fn
     cloudpickle.register_pickle_by_value(module)
-    return ByValue(cloudpickle.dumps(fn), f"{modname}:{getattr(fn, '__qualname__', '')}")
+    return ByValue(cloudpickle.dumps(fn), f"{modname}:{getattr(fn, '__qualname__', '')}",
+                   _takes_storage_options(fn))
 
 
 class ByValue:
     """A function carried as cloudpickle bytes, loaded once per worker process."""
 
-    def __init__(self, payload: bytes, name: str):
+    def __init__(self, payload: bytes, name: str, takes_storage_options: bool = False):
         self.payload, self.name = payload, name
+        self.takes_storage_options = takes_storage_options
         self._fn = None
 
     def __getstate__(self):
-        return {"payload": self.payload, "name": self.name}
+        return {"payload": self.payload, "name": self.name,
+                "takes_storage_options": self.takes_storage_options}
 
     def __setstate__(self, state):
-        self.__init__(state["payload"], state["name"])
+        self.__init__(state["payload"], state["name"], state.get("takes_storage_options", False))
 
     def __dask_tokenize__(self):
         return ("dask-prep-by-value", self.payload)

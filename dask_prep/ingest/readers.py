@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import fsspec
 
-from .errors import BinaryFileError, EmptyFileError
+from ..errors import BinaryFileError, EmptyFileError
 from .sources import COMPRESSIONS
 
 __all__ = ["open_bytes", "read_bytes", "read_text", "read_paragraphs", "iter_lines"]
@@ -44,9 +44,9 @@ def open_bytes_raw(path: str, storage_options: dict | None = None) -> io.IOBase:
 _LOCAL = {None: open, "gzip": gzip.open, "bz2": bz2.open, "lzma": lzma.open}
 
 
-def read_bytes(path: str) -> bytes:
+def read_bytes(path: str, storage_options: dict | None = None) -> bytes:
     """The whole (decompressed) content; an empty document is an error."""
-    with open_bytes(path) as f:
+    with open_bytes(path, storage_options) as f:
         data = f.read()
     if not data:
         raise EmptyFileError(_EMPTY)
@@ -67,20 +67,21 @@ def decode(data: bytes, errors: str = "strict") -> str:
     return text[1:] if text.startswith("\ufeff") else text
 
 
-def read_text(path: str, errors: str = "strict") -> str:
+def read_text(path: str, errors: str = "strict", *, storage_options: dict | None = None) -> str:
     """Read a whole document as text.
 
     ``errors="strict"`` (the default) fails the file on invalid UTF-8 with the
     byte position; ``"replace"`` keeps it, with U+FFFD for each bad byte. A file
     with a NUL byte in its first 8 KiB is refused as binary.
     """
-    data = read_bytes(path)
+    data = read_bytes(path, storage_options)
     _check_text(data)
     return decode(data, errors)
 
 
 def iter_lines(path: str, start: int | None = None, end: int | None = None,
-               errors: str = "strict") -> Iterator[tuple[int | None, str]]:
+               errors: str = "strict", *,
+               storage_options: dict | None = None) -> Iterator[tuple[int | None, str]]:
     """Yield ``(line_number, line)`` for lines starting in ``[start, end)``.
 
     A line belongs to the range its first byte is in, so ranges that tile a file
@@ -88,7 +89,7 @@ def iter_lines(path: str, start: int | None = None, end: int | None = None,
     range starting at 0; otherwise ``None``. The newline is stripped.
     """
     start = start or 0
-    with open_bytes(path) as f:
+    with open_bytes(path, storage_options) as f:
         if start:
             f.seek(start - 1)
             pos = start - 1 + len(f.readline())
@@ -135,7 +136,7 @@ def _decode_lines(data: bytes, errors: str, bom: bool) -> list[str]:
 
 
 def read_paragraphs(path: str, start: int | None = None, end: int | None = None,
-                    errors: str = "strict") -> str:
+                    errors: str = "strict", *, storage_options: dict | None = None) -> str:
     """The text of the paragraphs starting in ``[start, end)``, for splitting prose.
 
     Ranges are cut at blank lines: a range runs from the first blank line at or
@@ -144,8 +145,8 @@ def read_paragraphs(path: str, start: int | None = None, end: int | None = None,
     tile its text at paragraph breaks, which end sentences anyway.
     """
     if not start and end is None:
-        return read_text(path, errors)
-    with open_bytes(path) as f:
+        return read_text(path, errors, storage_options=storage_options)
+    with open_bytes(path, storage_options) as f:
         begin = _blank_line_at_or_after(f, start) if start else 0
         stop = None if end is None else _blank_line_at_or_after(f, end)
         if stop is not None and stop <= begin:

@@ -7,7 +7,7 @@ sequence starts. Taking rows, concatenating and padding are vectorized numpy
 assignment.
 
 >>> import numpy as np
->>> from dask_prep.ragged import Ragged
+>>> from dask_prep.read.ragged import Ragged
 >>> r = Ragged.from_sequences([[5, 6, 7], [8], []], extras={"label": np.array([1, 0, 1])})
 >>> len(r), r.lengths.tolist()
 (3, [3, 1, 0])

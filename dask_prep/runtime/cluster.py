@@ -68,7 +68,7 @@ LOCAL_SETTINGS = {
 }
 
 #: What the fork server imports once, so each worker starts with it loaded.
-WORKER_MODULES = ["distributed", "pandas", "dask_prep.shard"]
+WORKER_MODULES = ["distributed", "pandas", "dask_prep.write.partition"]
 
 
 def _start_method() -> str:
@@ -106,25 +106,24 @@ def _start_method() -> str:
 
 
 @contextmanager
-def dask_session(*, client=None, scheduler: str | None = None, workers: int | None = None,
-                 memory_limit="auto", timeout: float = 10, security=None):
+def dask_session(options=None, *, timeout: float = 10, **fields):
     """Yield a :class:`Session`; close what it started, never what it was given.
 
-    Order: ``client`` if given; else connect to ``scheduler``; else the current
-    default client (e.g. one made in a notebook); else start a LocalCluster of
-    ``workers`` processes with one thread each (conversion holds the GIL).
+    ``options`` is a :class:`~dask_prep.options.ClusterOptions` (or give its
+    fields as keywords). Order: its ``client`` if given; else connect to its
+    ``scheduler``; else the current default client (e.g. one made in a
+    notebook); else start a LocalCluster of ``workers`` processes with one
+    thread each (conversion holds the GIL).
     """
-    from distributed import Client, LocalCluster
+    from distributed import Client
 
-    if memory_limit != "auto" and (client is not None or scheduler is not None):
-        raise ValueError("memory_limit applies to the local workers dask-prep starts, "
-                         "not to a given client or scheduler")
+    from ..options import ClusterOptions, split
+    (opts,) = split(fields, ClusterOptions, given={ClusterOptions: options} if options else None)
+    client, scheduler, security = opts.client, opts.scheduler, opts.security
     if client is not None:
         yield Session(client, client.dashboard_link, _nworkers(client))
         return
     if scheduler is not None:
-        if workers is not None:
-            raise ValueError("give either a scheduler address or a number of workers, not both")
         if scheduler.startswith("tls://") and security is None:
             raise ValueError(f"the scheduler {scheduler} speaks TLS: pass --tls-ca-file, --tls-cert "
                              "and --tls-key (in Python: security=distributed.Security(...))")
@@ -143,10 +142,17 @@ def dask_session(*, client=None, scheduler: str | None = None, workers: int | No
         current = default_client()
     except ValueError:
         current = None
-    if current is not None and workers is None:
+    if current is not None and opts.workers is None:
         yield Session(current, current.dashboard_link, _nworkers(current))
         return
-    n = workers or default_workers()
+    with _local_cluster(opts.workers or default_workers(), opts.memory_limit) as session:
+        yield session
+
+
+@contextmanager
+def _local_cluster(n: int, memory_limit):
+    from distributed import Client, LocalCluster
+
     # Workers import the writer (pyarrow and all) while they start, which
     # overlaps with discovery, instead of inside the first tasks. They start
     # with Ctrl-C ignored: a terminal sends SIGINT to the whole process group,
@@ -158,7 +164,7 @@ def dask_session(*, client=None, scheduler: str | None = None, workers: int | No
         with dask.config.set({"distributed.worker.multiprocessing-method": method}):
             cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
                                    host="127.0.0.1", dashboard_address="127.0.0.1:0",
-                                   memory_limit=memory_limit, preload=["dask_prep.shard"],
+                                   memory_limit=memory_limit, preload=["dask_prep.write.partition"],
                                    env=dict(os.environ), silence_logs=logging.ERROR)
     try:
         c = Client(cluster)

@@ -16,21 +16,19 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import uuid
 from collections.abc import Callable
 
 from fsspec.core import url_to_fs
 from fsspec.implementations.local import LocalFileSystem
 
-from .errors import ManifestError, OutputExistsError
+from ..errors import OutputExistsError
 
-__all__ = ["OutputDir", "MANIFEST", "ERRORS", "WORK", "SHARD_RE", "read_manifest"]
+__all__ = ["OutputDir", "MANIFEST", "ERRORS", "WORK", "check_writable"]
 
 MANIFEST = "manifest.json"
 ERRORS = "errors.jsonl"
 WORK = ".dask-prep"
-SHARD_RE = re.compile(r"^shard-\d{5,}\.(parquet|pkl)$")
 _TMP = ".tmp-"
 
 
@@ -93,6 +91,16 @@ class OutputDir:
                 size += n
         return size, h.hexdigest()
 
+    def sha256(self, name: str) -> str:
+        """Of any file in the folder, read in 1 MiB blocks."""
+        if self.local:
+            return self.size_and_sha256(name)[1]
+        h = hashlib.sha256()
+        with self.fs.open(self.path(name), "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        return h.hexdigest()
+
     def read_bytes(self, name: str) -> bytes:
         return self.fs.cat_file(self.path(name))
 
@@ -104,6 +112,9 @@ class OutputDir:
 
     def exists(self, name: str) -> bool:
         return self.fresh().fs.exists(self.path(name))
+
+    def isfile(self, name: str) -> bool:
+        return self.fresh().fs.isfile(self.path(name))
 
     def size(self, name: str) -> int:
         return self.fs.size(self.path(name))
@@ -130,33 +141,12 @@ class OutputDir:
 
     def foreign_files(self) -> list[str]:
         """Entries that dask-prep would not have written."""
-        ours = {MANIFEST, ERRORS, WORK}
-        return [n for n in self.listdir() if n not in ours and not SHARD_RE.match(n)
-                and _TMP not in n]
+        from .formats import dataset_file_names, shard_file_pattern
+        ours, shard = {MANIFEST, ERRORS, WORK, *dataset_file_names()}, shard_file_pattern()
+        return [n for n in self.listdir() if n not in ours and not shard.match(n) and _TMP not in n]
 
     def write_json(self, name: str, obj) -> None:
         self.write_atomic(name, (json.dumps(obj, indent=1, sort_keys=False) + "\n").encode())
-
-
-def read_manifest(out: OutputDir) -> dict:
-    """The manifest of a complete dataset, or :class:`ManifestError` saying why not."""
-    if not out.exists(MANIFEST):
-        if out.exists(WORK):
-            raise ManifestError(f"{out.url} holds an unfinished run (no {MANIFEST} yet); "
-                                "run the same command again to resume it")
-        raise ManifestError(f"{out.url} is not a dask-prep dataset: no {MANIFEST}")
-    try:
-        manifest = json.loads(out.read_bytes(MANIFEST))
-    except ValueError as exc:
-        raise ManifestError(f"{out.path(MANIFEST)} is corrupt: {exc}") from None
-    missing = [k for k in ("version", "format", "shard_size", "total_records", "shards")
-               if not isinstance(manifest, dict) or k not in manifest]
-    if missing:
-        raise ManifestError(f"{out.path(MANIFEST)} lacks {', '.join(missing)}")
-    if manifest["version"] != 1:
-        raise ManifestError(f"{out.path(MANIFEST)} has version {manifest['version']}; "
-                            "this dask-prep reads version 1")
-    return manifest
 
 
 def check_writable(out: OutputDir, overwrite: bool) -> None:

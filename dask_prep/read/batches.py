@@ -44,11 +44,10 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from ._prefetch import Prefetcher
-from .formats import get_format
-from .output import OutputDir
+from ..write.formats import ShardFile, get_format
+from ..write.output import OutputDir
+from .prefetch import Prefetcher
 from .ragged import Ragged
 
 __all__ = ["BatchOptions", "BatchIterator", "iter_batches", "EpochPlan", "plan_epoch"]
@@ -201,16 +200,12 @@ class ShardSource:
                    tuple(s["records"] for s in ds.shards), ds.manifest["shard_size"])
 
     def read(self, i: int, column: str, extras: tuple) -> Ragged:
-        if self.format == "parquet":
-            return Ragged.from_arrow(self._table(self.files[i], [column, *extras]), column, extras)
-        records = get_format(self.format).records(self.out.read_bytes(self.files[i]))
-        return Ragged.from_records(records, column, extras, where=self.files[i])
-
-    def _table(self, name: str, columns: list) -> pa.Table:
-        if self.out.local:
-            return pq.read_table(self.out.path(name), columns=columns)
-        with self.out.fs.open(self.out.path(name), "rb") as f:
-            return pq.read_table(f, columns=columns)
+        """Shard ``i``'s ``column`` ids and ``extras`` (columns only, where the format allows)."""
+        fmt, shard = get_format(self.format), ShardFile(self.out, self.files[i])
+        table = fmt.table(shard, [column, *extras])
+        if table is not None:
+            return Ragged.from_arrow(table, column, extras)
+        return Ragged.from_records(fmt.records(fmt.decode(shard)), column, extras, where=self.files[i])
 
 
 class _BlockReader:

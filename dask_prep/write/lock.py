@@ -14,7 +14,7 @@ import socket
 import threading
 import time
 
-from .errors import OutputInUseError
+from ..errors import OutputInUseError
 from .output import WORK, OutputDir
 
 __all__ = ["RunLock"]

@@ -1,0 +1,1 @@
+"""Ingest: find sources, plan partitions, convert them into records on the workers."""

@@ -1,0 +1,186 @@
+"""The options of a run, in three frozen objects validated once, at construction.
+
+:class:`ConvertOptions` say how sources become records, :class:`WriteOptions` how
+records become shards, :class:`ClusterOptions` where the work runs. ``run``,
+``to_bag``, ``write_shards``, ``stream`` and the CLI all take them; the Python
+functions also take their fields as keywords, which :func:`split` sorts out.
+
+>>> from dask_prep.options import ConvertOptions, WriteOptions, split
+>>> conv, write = split({"converter": "lines", "shard_size": 5, "on_error": "raise"},
+...                     ConvertOptions, WriteOptions)
+>>> conv.converter, conv.on_error, write.shard_size, write.on_error
+('lines', 'raise', 5, 'raise')
+>>> ConvertOptions(partition_size="64MB").partition_size
+64000000
+>>> split({"shard_sise": 5}, WriteOptions)
+Traceback (most recent call last):
+...
+TypeError: unexpected option 'shard_sise'; did you mean 'shard_size'? (options: format, max_errors, on_error, overwrite, schema, shard_size)
+"""
+from __future__ import annotations
+
+import difflib
+import os
+from dataclasses import dataclass, field, fields, replace
+
+__all__ = ["ConvertOptions", "WriteOptions", "ClusterOptions", "split", "ON_ERROR",
+           "ENCODING_ERRORS", "parse_size", "check_choice"]
+
+#: What happens when a source fails: leave it out and list it, or stop the run.
+ON_ERROR = ("skip", "raise")
+#: What happens to invalid UTF-8 in built-in converters.
+ENCODING_ERRORS = ("strict", "replace")
+
+
+def check_choice(name: str, value, choices: tuple) -> None:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}, not {value!r}")
+
+
+def _positive_int(name: str, value) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, not {value!r}")
+
+
+def parse_size(name: str, value) -> int | None:
+    """Bytes from an int or a string such as ``"64MB"`` or ``"2GiB"`` (Dask's ``parse_bytes``)."""
+    if value is None or (isinstance(value, int) and not isinstance(value, bool)):
+        return value
+    from dask.utils import parse_bytes
+    try:
+        return parse_bytes(value)
+    except (ValueError, TypeError):
+        raise ValueError(f"{name} must be a number of bytes such as 65536, '64MB' or '2GiB', "
+                         f"not {value!r}") from None
+
+
+def _tuple(value) -> tuple:
+    if value is None:
+        return ()
+    if isinstance(value, (str, os.PathLike)):
+        return (os.fspath(value),)
+    return tuple(os.fspath(v) for v in value)
+
+
+@dataclass(frozen=True)
+class ConvertOptions:
+    """How sources are found and turned into records.
+
+    ``converter`` is a built-in name, ``"module:func"``, ``"file.py:func"`` or a
+    callable; ``on_error`` ``"skip"`` (list a failed source and go on) or
+    ``"raise"``; ``partition_size`` bytes of input per task (``None``:
+    automatic); ``suffixes``/``exclude`` filter what discovery finds;
+    ``storage_options`` are passed to fsspec for remote sources, explicitly,
+    in every task that reads them.
+    """
+
+    converter: object = "text"
+    encoding_errors: str = "strict"
+    on_error: str = "skip"
+    partition_size: int | None = None
+    suffixes: tuple = ()
+    exclude: object = None
+    storage_options: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        check_choice("encoding_errors", self.encoding_errors, ENCODING_ERRORS)
+        check_choice("on_error", self.on_error, ON_ERROR)
+        object.__setattr__(self, "partition_size", parse_size("partition_size", self.partition_size))
+        object.__setattr__(self, "suffixes", _tuple(self.suffixes))
+        object.__setattr__(self, "storage_options", dict(self.storage_options or {}))
+        if isinstance(self.exclude, (list, set, frozenset)):
+            object.__setattr__(self, "exclude", tuple(self.exclude))
+
+
+@dataclass(frozen=True)
+class WriteOptions:
+    """How records become shards.
+
+    ``format`` a registered shard format (``"parquet"``, ``"pickle"``, ...);
+    ``shard_size`` records per shard (every shard but the last is exact);
+    ``schema`` a :class:`pyarrow.Schema` (inferred when ``None``); ``on_error``
+    as for conversion, for records that do not fit the schema; ``overwrite``
+    replaces an earlier dataset or writes into a folder holding other files;
+    ``max_errors`` stops the run when more sources fail: a count, or a fraction
+    of the sources.
+    """
+
+    format: str = "parquet"
+    shard_size: int = 10_000
+    schema: object = None
+    on_error: str = "skip"
+    overwrite: bool = False
+    max_errors: int | float | None = None
+
+    def __post_init__(self):
+        _positive_int("shard_size", self.shard_size)
+        check_choice("on_error", self.on_error, ON_ERROR)
+        m = self.max_errors
+        if m is not None and (isinstance(m, bool) or not isinstance(m, (int, float))):
+            raise ValueError(f"max_errors must be a count (10) or a fraction (0.05), not {m!r}")
+        if isinstance(m, float) and not 0 <= m <= 1:
+            raise ValueError(f"max_errors as a fraction must be within 0..1, not {m}")
+        if isinstance(m, int) and m < 0:
+            raise ValueError(f"max_errors must be >= 0, not {m}")
+        from .write.formats import get_format
+        get_format(self.format, self.schema)  # an unknown format or a schema it cannot take
+
+    def error_limit(self, sources: int | None) -> int | None:
+        """The most failed sources allowed; by default fewer than all ``sources``."""
+        m = self.max_errors
+        if m is None:
+            return sources - 1 if sources else None
+        if isinstance(m, float):
+            if sources is None:
+                raise ValueError("max_errors as a fraction needs a count of sources; "
+                                 "give a count for a bag of your own")
+            return int(m * sources)
+        return m
+
+
+@dataclass(frozen=True)
+class ClusterOptions:
+    """Where the work runs: ``client`` if given, else the scheduler at ``scheduler``,
+    else a notebook's current client, else a LocalCluster of ``workers``
+    processes (one thread each) with ``memory_limit`` each. ``security`` is a
+    :class:`distributed.Security` for a TLS scheduler; ``report`` names an HTML
+    file for Dask's performance report."""
+
+    client: object = None
+    scheduler: str | None = None
+    workers: int | None = None
+    memory_limit: object = "auto"
+    security: object = None
+    report: str | None = None
+
+    def __post_init__(self):
+        if self.workers is not None:
+            _positive_int("workers", self.workers)
+        if self.memory_limit != "auto":
+            object.__setattr__(self, "memory_limit", parse_size("memory_limit", self.memory_limit))
+        if self.scheduler is not None and self.workers is not None:
+            raise ValueError("give either a scheduler address or a number of workers, not both")
+        local = self.client is None and self.scheduler is None
+        if self.memory_limit != "auto" and not local:
+            raise ValueError("memory_limit applies to the local workers dask-prep starts, "
+                             "not to a given client or scheduler")
+
+
+def split(options: dict, *classes, given: dict | None = None) -> tuple:
+    """One object of each of ``classes`` from keyword ``options`` (a field name
+    shared by several classes goes to each); ``given`` maps a class to an object
+    to start from."""
+    names = {c: {f.name for f in fields(c)} for c in classes}
+    known = set().union(*names.values())
+    for key in options:
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise TypeError(f"unexpected option {key!r}{hint} (options: {', '.join(sorted(known))})")
+    given = given or {}
+    out = []
+    for c in classes:
+        mine = {k: v for k, v in options.items() if k in names[c]}
+        base = given.get(c)
+        out.append(replace(base, **mine) if base is not None else c(**mine))
+    return tuple(out)

@@ -1,0 +1,1 @@
+"""Read: open and verify datasets, padded batches, the stream, PyTorch."""

@@ -1,0 +1,1 @@
+"""Tokens: vocabularies and token ids for training."""

@@ -1,0 +1,116 @@
+"""Commit: the pure work that turns finished partitions into the final dataset.
+
+Plan the merge of the leftovers into full shards, pick the final schema and
+the full shards that must be written again with it, then rename everything to
+its final name, write ``errors.jsonl`` and build the manifest's fields. The
+write job (:mod:`dask_prep.write.job`) runs the merges on the workers and
+writes the manifest last.
+
+>>> from dask_prep.write.results import PartResult, ShardInfo
+>>> rem = lambda n: ShardInfo("r", n, 0, "")
+>>> plan_merges([PartResult(0, remainder=rem(3)), PartResult(1, remainder=rem(4))], 5)
+[[('r', 0, 3), ('r', 0, 2)], [('r', 2, 4)]]
+"""
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+from ..errors import SchemaMismatchError, TooManyErrorsError
+from .formats import ShardFormat
+from .output import ERRORS, OutputDir
+from .results import PartResult, ShardInfo
+
+__all__ = ["MergePlan", "plan_merges", "final_schema", "stale_shards", "rename_shards",
+           "write_errors", "too_many_errors"]
+
+
+class MergePlan:
+    """Groups of leftovers that fill one shard each, planned as partitions come
+    in order: :meth:`add` takes the next partition's leftovers and returns the
+    groups it completed."""
+
+    def __init__(self, shard_size: int):
+        self.shard_size, self.groups, self.current, self.size = shard_size, [], [], 0
+
+    def add(self, remainder: ShardInfo | None) -> list[int]:
+        done, start, count = [], 0, remainder.records if remainder else 0
+        while start < count:
+            take = min(self.shard_size - self.size, count - start)
+            self.current.append((remainder.file, start, start + take))
+            self.size, start = self.size + take, start + take
+            if self.size == self.shard_size:
+                self.groups.append(self.current)
+                done.append(len(self.groups) - 1)
+                self.current, self.size = [], 0
+        return done
+
+    def all_groups(self) -> list[list[tuple]]:
+        """Every group, the last partial one included (once all partitions are in)."""
+        return self.groups + ([self.current] if self.current else [])
+
+
+def plan_merges(results: list[PartResult], shard_size: int) -> list[list[tuple]]:
+    """``(file, start, stop)`` slices of each merged shard, in partition order."""
+    plan = MergePlan(shard_size)
+    for r in results:
+        plan.add(r.remainder)
+    return plan.all_groups()
+
+
+def final_schema(fmt: ShardFormat, given, results: list[PartResult]):
+    """The given schema, or the partitions' schemas unified (formats that have one)."""
+    if not fmt.has_schema or given is not None:
+        return given
+    return fmt.unify([r.schema for r in results if r.schema is not None])
+
+
+def stale_shards(fmt: ShardFormat, results: list[PartResult], schema) -> list[int]:
+    """Positions (among all full shards, in order) of the ones written with
+    another schema than ``schema``: they are written again with it."""
+    if not fmt.has_schema:
+        return []
+    owners = [r.schema for r in results for _ in r.shards]
+    return [i for i, s in enumerate(owners) if s != schema]
+
+
+def rename_shards(out: OutputDir, shards: list[ShardInfo], suffix: str) -> list[dict]:
+    """Give every shard its final name, in order; the manifest's shard entries.
+
+    A shard whose file is gone was renamed by an earlier, interrupted commit.
+    """
+    entries = []
+    for k, info in enumerate(shards):
+        name = f"shard-{k:05d}{suffix}"
+        entry = info.entry(name)
+        for src, dst in zip(info.files(), [entry["file"], *(c["file"] for c in entry.get("companions", ()))]):
+            if out.exists(src):
+                out.replace(src, dst)
+        entries.append(entry)
+    return entries
+
+
+def write_errors(out: OutputDir, results: list[PartResult]) -> dict[str, int]:
+    """Write ``errors.jsonl``; return how many errors of each type it lists."""
+    errors = sorted((e for r in results for e in r.errors), key=lambda e: (e.path, e.line or 0))
+    out.write_atomic(ERRORS, "".join(json.dumps(e.to_dict()) + "\n" for e in errors).encode())
+    return dict(sorted(Counter(e.error for e in errors).items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def too_many_errors(out: OutputDir, results: list[PartResult], limit: int) -> TooManyErrorsError:
+    """The error to stop with (after writing ``errors.jsonl``) when more than ``limit`` sources failed."""
+    write_errors(out, results)
+    failed = [e for r in results for e in r.errors if e.line is None]
+    first = failed[0]
+    return TooManyErrorsError(
+        f"{len(failed)} sources failed, more than max_errors={limit} (first: {first.path}: "
+        f"{first.error}: {first.message}); see {out.path(ERRORS)}. Finished partitions are kept: "
+        "fix the inputs or converter, or allow more errors, and run again to resume")
+
+
+def unify_or_none(fmt: ShardFormat, schemas: list):
+    """The unified schema of ``schemas``, or ``None`` if they clash."""
+    try:
+        return fmt.unify(schemas)
+    except SchemaMismatchError:
+        return None

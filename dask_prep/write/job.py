@@ -1,0 +1,332 @@
+"""The write job: one owner for writing a bag to a folder, from start to manifest.
+
+:class:`WriteJob` runs the stages in order: prepare the folder (lock it, check
+what it holds, decide whether this is a resume), take the partitions already
+finished, run the rest (merging leftovers into shards as soon as their place
+is known), redo the partitions whose types clash with earlier ones, and
+commit. Each finished partition costs the client constant work, however many
+there are.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+import dask
+import dask.bag as db
+
+from .._version import __version__
+from ..errors import ConversionError, OutputExistsError, SchemaMismatchError
+from ..options import WriteOptions, split
+from ..runtime.execute import execute
+from ..runtime.graph import conversion_layers, fused_tasks
+from . import commit
+from .formats import get_format
+from .lock import LOCK, RunLock
+from .manifest import VERSION, Manifest
+from .output import ERRORS, MANIFEST, WORK, OutputDir, check_writable
+from .partition import write_partition
+from .results import PartResult, ShardInfo, load_marker
+from .schema import schema_to_json
+from .shards import WriteSpec, merge_shard, rewrite_shard
+
+__all__ = ["write_shards", "WriteJob"]
+
+logger = logging.getLogger(__name__)
+
+RUN_STATE = f"{WORK}/run.json"
+
+
+def write_shards(bag: db.Bag, output, *, options: WriteOptions | None = None,
+                 storage_options: dict | None = None, metadata: dict | None = None,
+                 sources: int | None = None, on_partition: Callable | None = None,
+                 **fields) -> Manifest:
+    """Write the records of ``bag`` to ``output`` as exact shards; return the manifest.
+
+    Every shard holds exactly ``shard_size`` records except the last one. The
+    work runs on the current Dask client if there is one (else on Dask's default
+    scheduler); records never reach this process.
+
+    Parameters
+    ----------
+    bag
+        Any :class:`dask.bag.Bag` of records (dicts for Parquet).
+    output
+        A local folder or fsspec URL (``storage_options`` for fsspec).
+    options, **fields
+        A :class:`~dask_prep.options.WriteOptions`, or its fields as keywords:
+        ``format`` (``"parquet"``, ``"pickle"`` or a registered format),
+        ``shard_size`` (10,000), ``schema`` (a :class:`pyarrow.Schema`; inferred
+        and unified when omitted), ``on_error`` (``"skip"``: sources whose
+        records do not fit are left out and listed in ``errors.jsonl``;
+        ``"raise"``: the first one stops the run), ``overwrite`` (allow a
+        folder holding other files, never deleting them, or replace an earlier
+        dataset), ``max_errors`` (stop with
+        :class:`~dask_prep.errors.TooManyErrorsError` as soon as more sources
+        failed; finished partitions are kept, so a higher limit resumes).
+    metadata
+        Extra manifest fields (``run`` passes ``sources`` and ``converter``).
+    sources
+        How many sources the bag converts, for a ``max_errors`` fraction.
+    on_partition
+        Called with each :class:`~dask_prep.write.results.PartResult`, the
+        number done and the total, as partitions finish (progress).
+
+    Examples
+    --------
+    >>> import dask.bag as db, dask_prep as dp, tempfile
+    >>> out = tempfile.mkdtemp()
+    >>> bag = db.from_sequence([{"x": i} for i in range(25)], npartitions=3)
+    >>> m = dp.write_shards(bag, out, shard_size=10, overwrite=True)
+    >>> [s["records"] for s in m["shards"]]
+    [10, 10, 5]
+    """
+    (opts,) = split(fields, WriteOptions, given={WriteOptions: options} if options else None)
+    job = WriteJob(bag, OutputDir(output, storage_options), opts, metadata=metadata,
+                   sources=sources, on_partition=on_partition)
+    return job.run()
+
+
+def job_fingerprint(bag: db.Bag, opts: WriteOptions) -> str:
+    """What makes two writes the same job: the bag's identity and the write options.
+
+    A bag from :func:`dask_prep.to_bag` is named after dask-prep's own hash of
+    its plan and converter; any other bag after Dask's keys.
+    """
+    ident = {"bag": bag.name, "npartitions": bag.npartitions, "format": opts.format,
+             "shard_size": opts.shard_size,
+             "schema": str(opts.schema) if opts.schema is not None else None, "layout": VERSION}
+    return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()
+
+
+@dataclass
+class _Merged:
+    """A merge of leftovers done while partitions were still converting."""
+
+    k: int
+    slices: list
+    schema: object
+    info: ShardInfo
+
+
+def _merge_early(spec: WriteSpec, k: int, slices: list, schema) -> _Merged:
+    name = f"{WORK}/m{k:05d}{spec.new_format(schema).suffix}"
+    return _Merged(k, slices, schema, merge_shard(spec, slices, name, schema))
+
+
+class _EarlyMerges:
+    """Merge leftovers into full shards as soon as their place in the dataset is known.
+
+    Merged shard ``k`` is fixed once the partitions whose leftovers fill it,
+    and all partitions before them, are done; merging it then, while other
+    partitions still convert, keeps the end of the run short. The merge uses
+    the schema of the partitions done so far; commit redoes it if the final
+    schema differs (or partitions were redone). Constant work per partition.
+    """
+
+    def __init__(self, spec: WriteSpec):
+        self.spec, self.fmt = spec, spec.new_format()
+        self.plan, self.next = commit.MergePlan(spec.shard_size), 0
+        self.schema, self.clash = spec.schema, False
+
+    def ready(self, res: PartResult, done: dict) -> list:
+        """Delayed merges that became possible now that ``res`` is done."""
+        if self.fmt.has_schema and self.spec.schema is None and res.schema is not None:
+            self.schema = commit.unify_or_none(self.fmt, [s for s in (self.schema, res.schema) if s])
+            self.clash = self.clash or self.schema is None  # commit redoes what clashes
+        full = []
+        while self.next in done:
+            full += self.plan.add(done[self.next].remainder)
+            self.next += 1
+        if self.clash:
+            return []
+        return [dask.delayed(_merge_early)(self.spec, k, self.plan.groups[k], self.schema) for k in full]
+
+
+def _raise_fatal(res: PartResult) -> None:
+    if res.fatal:
+        kind, message = res.fatal
+        raise {"ConversionError": ConversionError}.get(kind, SchemaMismatchError)(message)
+
+
+class WriteJob:
+    """Write one bag to one folder: prepare, resume, run, redo, commit."""
+
+    def __init__(self, bag: db.Bag, out: OutputDir, opts: WriteOptions, *,
+                 metadata: dict | None = None, sources: int | None = None,
+                 on_partition: Callable | None = None):
+        self.bag, self.out, self.opts = bag, out, opts
+        self.metadata, self.on_partition = metadata or {}, on_partition
+        self.limit = opts.error_limit(sources) if (sources is not None or opts.max_errors is not None) else None
+        self.fingerprint = job_fingerprint(bag, opts)
+        self.spec = WriteSpec(out, opts.format, opts.shard_size, opts.schema, opts.on_error,
+                              tuple(conversion_layers(bag)))
+        self.n = bag.npartitions
+        self.done: dict[int, PartResult] = {}
+        self.merged: dict[int, _Merged] = {}
+        self.failed = 0
+        self.t0 = time.perf_counter()
+
+    def run(self) -> Manifest:
+        check_writable(self.out, self.opts.overwrite)
+        with RunLock(self.out):
+            existing = self._prepare()
+            if existing is not None:
+                logger.info("%s is already complete; nothing to do", self.out.url)
+                return existing
+            self._resume()
+            self._convert()
+            t_commit = time.perf_counter()
+            self._redo_conflicts()
+            return self._commit(t_commit)
+
+    # -- prepare and resume -----------------------------------------------------
+
+    def _prepare(self) -> Manifest | None:
+        """Make the folder ready; return the existing manifest when this exact job is complete."""
+        out, overwrite = self.out, self.opts.overwrite
+        if out.exists(MANIFEST):
+            try:
+                old = Manifest.read(out)
+            except Exception:
+                old = None
+            if old is not None and old.fingerprint == self.fingerprint and not overwrite:
+                return old
+            if not overwrite:
+                raise OutputExistsError(
+                    f"{out.url} already holds a dask-prep dataset made from other inputs or options; "
+                    "choose another directory or pass --overwrite to replace it")
+            out.remove(MANIFEST)
+            for name in old.files if old is not None else ():
+                out.remove(name)
+            out.remove(ERRORS)
+        if out.exists(RUN_STATE):
+            try:
+                previous = json.loads(out.read_bytes(RUN_STATE)).get("fingerprint")
+            except ValueError:
+                previous = None
+            if previous != self.fingerprint:
+                if not overwrite:
+                    raise OutputExistsError(
+                        f"{out.url} holds an unfinished run with other inputs or options; "
+                        "run that command again to resume it, or pass --overwrite to start afresh")
+                for name in out.listdir(WORK):
+                    if f"{WORK}/{name}" != LOCK:
+                        out.remove(f"{WORK}/{name}")
+        out.write_json(RUN_STATE, {"fingerprint": self.fingerprint})
+        return None
+
+    def _resume(self) -> None:
+        names = set(self.out.listdir(WORK))
+        found = (load_marker(self.out, i) for i in range(self.n) if f"p{i:05d}.json" in names)
+        self.done = {res.index: res for res in found if res is not None}
+        if self.done:
+            logger.info("resuming: %d of %d partitions were already done", len(self.done), self.n)
+        self.failed = sum(r.failed_sources for r in self.done.values())
+        self._check_errors()
+
+    # -- run ------------------------------------------------------------------------
+
+    def _tasks(self, spec: WriteSpec) -> list:
+        name = "dask-prep-write-" + hashlib.sha256(
+            f"{self.fingerprint}{spec.schema}{spec.schema_is_hint}".encode()).hexdigest()[:32]
+        return fused_tasks(self.bag, write_partition, name, [(i,) for i in range(self.n)], spec)
+
+    def _convert(self) -> None:
+        todo = [i for i in range(self.n) if i not in self.done]
+        self.early = _EarlyMerges(self.spec)
+        merges = [t for i in sorted(self.done) for t in self.early.ready(self.done[i], self.done)]
+        tasks = self._tasks(self.spec)
+        if todo:
+            execute(merges + [tasks[i] for i in todo], self._finished)
+        self.resumed = self.n - len(todo)
+
+    def _finished(self, result) -> list:
+        """One partition (or early merge) finished: constant work, more tasks maybe."""
+        if isinstance(result, _Merged):
+            self.merged[result.k] = result
+            return []
+        _raise_fatal(result)
+        self.done[result.index] = result
+        self.failed += result.failed_sources
+        self._check_errors()
+        if self.on_partition:
+            self.on_partition(result, len(self.done), self.n)
+        return self.early.ready(result, self.done) if len(self.done) < self.n else []
+
+    def _check_errors(self) -> None:
+        if self.limit is not None and self.failed > self.limit:
+            raise commit.too_many_errors(self.out, self._results_so_far(), self.limit)
+
+    def _results_so_far(self) -> list[PartResult]:
+        return [self.done[i] for i in sorted(self.done)]
+
+    def _redo_conflicts(self) -> None:
+        """Redo the partitions whose records' types clash with earlier partitions'.
+
+        Within a partition a clashing source is dropped as it arrives; across
+        partitions the clash shows only now. Walking the partitions in order, the
+        first schema wins (deterministic); each clashing partition is converted
+        again starting from it, so only its offending sources are dropped.
+        """
+        fmt = self.spec.new_format()
+        if not fmt.has_schema or self.spec.schema is not None:
+            return
+        accumulated, redo = None, []
+        for i in range(self.n):
+            schema = self.done[i].schema
+            if schema is None:
+                continue
+            try:
+                accumulated = schema if accumulated is None else fmt.unify([accumulated, schema])
+            except SchemaMismatchError:
+                redo.append(i)  # with on_error="raise", the redo stops at the source, by name
+        if not redo:
+            return
+        logger.info("redoing %d partition(s) whose types clash with earlier ones", len(redo))
+        tasks = self._tasks(replace(self.spec, schema=accumulated, schema_is_hint=True))
+        for res in execute([tasks[i] for i in redo]):
+            _raise_fatal(res)
+            self.done[res.index] = res
+        self.merged = {}  # their slices may have moved
+
+    # -- commit -----------------------------------------------------------------------
+
+    def _commit(self, t_commit: float) -> Manifest:
+        results = [self.done[i] for i in range(self.n)]
+        fmt = self.spec.new_format()
+        schema = commit.final_schema(fmt, self.spec.schema, results)
+        full = [s for r in results for s in r.shards]
+        stale = commit.stale_shards(fmt, results, schema)
+        groups = commit.plan_merges(results, self.spec.shard_size)
+        merged = {k: m.info for k, m in self.merged.items()
+                  if k < len(groups) and m.slices == groups[k] and m.schema == schema}
+        todo = [k for k in range(len(groups)) if k not in merged]
+        tasks = [dask.delayed(rewrite_shard)(self.spec, full[i], schema) for i in stale]
+        tasks += [dask.delayed(merge_shard)(self.spec, groups[k], f"{WORK}/m{k:05d}{fmt.suffix}", schema)
+                  for k in todo]
+        new = execute(tasks)
+        for i, info in zip(stale, new):
+            full[i] = info
+        merged.update(zip(todo, new[len(stale):]))
+        entries = commit.rename_shards(self.out, full + [merged[k] for k in range(len(groups))], fmt.suffix)
+        error_types = commit.write_errors(self.out, results)
+        fmt.finalize(self.out, entries)
+        t_end = time.perf_counter()
+        manifest = Manifest({
+            "version": VERSION, "format": self.opts.format, "shard_size": self.opts.shard_size,
+            "total_records": sum(s["records"] for s in entries), "shards": entries,
+            "schema": schema_to_json(schema), "errors": sum(error_types.values()),
+            "error_types": error_types, "partitions": self.n, "fingerprint": self.fingerprint,
+            "created_by": f"dask-prep {__version__}", **self.metadata,
+            "run": {"elapsed_seconds": round(t_end - self.t0, 3),
+                    "commit_seconds": round(t_end - t_commit, 3),
+                    "resumed_partitions": self.resumed},
+        }, self.out.path(MANIFEST))
+        manifest.write(self.out)
+        self.out.remove(WORK)
+        return manifest
