@@ -19,6 +19,7 @@ from .sources import Source, Sources, discover
 from .batches import BatchIterator
 from .stream import BatchStream, stream
 from .vocab import Vocab, build_vocab, token_ids, with_token_ids
+from .report import Report, report
 
 __version__ = "0.1.0"
 
@@ -29,5 +30,5 @@ __all__ = [
     "split_sentences", "words", "report_bad_item", "DaskPrepError", "ConversionError",
     "ConverterNotFoundError", "ManifestError", "OutputExistsError", "PickleNotAllowedError",
     "SchemaMismatchError", "build_vocab", "Vocab", "token_ids", "with_token_ids",
-    "BatchIterator", "stream", "BatchStream", "__version__",
+    "BatchIterator", "stream", "BatchStream", "report", "Report", "__version__",
 ]
