@@ -24,6 +24,7 @@ from .read.batches import BatchIterator
 from .read.shardset import ShardSet, VerifyReport, open, verify
 from .read.stream import BatchStream, stream
 from .runner import RunResult, run
+from .read.report import Report, report
 from .tokens.vocab import Vocab, build_vocab, token_ids, with_token_ids
 from .write.formats import ShardFile, ShardFormat, register_format
 from .write.job import write_shards
@@ -37,5 +38,5 @@ __all__ = [
     "split_sentences", "words", "report_bad_item", "DaskPrepError", "ConversionError",
     "ConverterNotFoundError", "ManifestError", "OutputExistsError", "PickleNotAllowedError",
     "SchemaMismatchError", "build_vocab", "Vocab", "token_ids", "with_token_ids",
-    "BatchIterator", "stream", "BatchStream", "__version__",
+    "BatchIterator", "stream", "BatchStream", "report", "Report", "__version__",
 ]

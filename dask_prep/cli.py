@@ -265,6 +265,28 @@ def info(output, as_json):
     click.echo("\n".join(f"{k:>{width}}  {v}" for k, v in lines))
 
 
+@main.command("report")
+@click.argument("output")
+@click.option("-o", "--out", "path", type=click.Path(dir_okay=False),
+              help="HTML file to write (default: ./<dataset name>-report.html)")
+@click.option("--allow-pickle", is_flag=True,
+              help="read pickle shards for the length statistics (unpickling runs code: trusted data only)")
+@click.option("--sample", type=click.IntRange(min=1), default=1000, show_default=True,
+              help="records read from each sampled shard for the length statistics")
+@click.option("--shards", type=click.IntRange(min=1), default=200, show_default=True,
+              help="shards sampled (evenly spaced) for the length statistics")
+def report_cmd(output, path, allow_pickle, sample, shards):
+    """Write one self-contained HTML page about the dataset in OUTPUT: shards, lengths,
+    errors, partitions, sources and options. Prints the file's name."""
+    from .read.report import default_report_path, report
+    path = path or default_report_path(output)
+    try:
+        report(output, path, allow_pickle=allow_pickle, sample_records=sample, sample_shards=shards)
+    except (DaskPrepError, OSError, ValueError) as exc:
+        raise _Fail(f"{type(exc).__name__}: {exc}") from None
+    click.echo(path)
+
+
 def demo_inputs() -> tuple[str, list[str]]:
     """The Python standard library's own sources: a real corpus on every machine."""
     return sysconfig.get_paths()["stdlib"], ["*/site-packages/*", "*/dist-packages/*"]
