@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import dask_prep_cli, write
+from helpers import dask_prep_cli, write
 
 CONVERTER = textwrap.dedent("""
     import os

@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 
 import dask_prep as dp
-from conftest import dask_prep_cli, dask_processes, make_corpus
+from helpers import dask_prep_cli, dask_processes, make_corpus
+
+pytestmark = pytest.mark.slow  # real dask scheduler/worker processes, TLS
 
 
 @pytest.fixture(scope="module")
@@ -59,10 +61,12 @@ def test_notebook_client_is_used_when_present(client, tmp_path):
 def test_unreachable_scheduler_fails_fast_with_a_clear_error(tmp_path):
     make_corpus(tmp_path / "in", n=2)
     t0 = time.time()
+    env = {**os.environ, "DASK_DASK_PREP__CONNECT_TIMEOUT": "1s"}  # dask config, as users set it
     r = subprocess.run(dask_prep_cli() + ["run", str(tmp_path / "in"), "-o", str(tmp_path / "o"),
                                           "--scheduler", "tcp://127.0.0.1:9"],
-                       capture_output=True, text=True, timeout=120)
+                       capture_output=True, text=True, timeout=120, env=env)
     assert r.returncode == 1 and "cannot reach the Dask scheduler at tcp://127.0.0.1:9" in r.stderr
+    assert "within 1s" in r.stderr
     assert time.time() - t0 < 60
 
 

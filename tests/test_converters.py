@@ -6,7 +6,7 @@ import pytest
 import dask_prep as dp
 from dask_prep.ingest import converters
 from dask_prep.ingest.converters import ByValue, resolve_converter
-from conftest import write
+from helpers import write
 
 
 def test_sentences_unicode_and_cjk(tmp_path):

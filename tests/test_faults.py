@@ -29,10 +29,10 @@ from pathlib import Path
 import pytest
 
 import dask_prep as dp
-from conftest import dask_prep_cli, dask_processes, env_without_client, write
+from helpers import dask_prep_cli, dask_processes, env_without_client, write
 
-pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
-                                reason="uses /proc and process groups")
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(not sys.platform.startswith("linux"),
+                                reason="uses /proc and process groups")]
 
 N_FILES = 40
 FILE_BYTES = 5_000

@@ -9,7 +9,7 @@ import pytest
 
 import dask_prep as dp
 from dask_prep.ingest.converters import jsonl, sentences
-from conftest import dask_prep_cli, make_corpus, serial_records, write
+from helpers import dask_prep_cli, make_corpus, serial_records, write
 
 
 @pytest.fixture(scope="module")

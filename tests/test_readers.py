@@ -8,7 +8,7 @@ from hypothesis import given, settings, strategies as st
 from dask_prep.ingest import readers
 from dask_prep.errors import BinaryFileError, EmptyFileError
 from dask_prep.ingest.readers import iter_lines, read_text
-from conftest import write
+from helpers import write
 
 TEXT = "première ligne\nsecond line\n"
 

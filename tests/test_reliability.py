@@ -11,7 +11,7 @@ import pytest
 
 import dask_prep as dp
 from dask_prep.errors import OutputInUseError, TooManyErrorsError
-from conftest import write
+from helpers import write
 
 
 def bag(n=6):

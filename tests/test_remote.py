@@ -10,7 +10,9 @@ import urllib.request
 import pytest
 
 import dask_prep as dp
-from conftest import make_corpus
+from helpers import make_corpus
+
+pytestmark = pytest.mark.slow  # a real S3-compatible server
 
 s3fs = pytest.importorskip("s3fs")
 pytest.importorskip("moto.server")

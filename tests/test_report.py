@@ -15,7 +15,7 @@ import pytest
 
 import dask_prep as dp
 
-from conftest import dask_prep_cli, write
+from helpers import dask_prep_cli, write
 
 HOSTILE = '<img src=x onerror="document.title=\'pwned\'">'
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

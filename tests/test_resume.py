@@ -5,7 +5,7 @@ import textwrap
 import pytest
 
 import dask_prep as dp
-from conftest import write
+from helpers import write
 
 CONVERTER = textwrap.dedent("""
     import os

@@ -14,7 +14,7 @@ from hypothesis import example, given, settings, strategies as st
 
 import dask_prep as dp
 from dask_prep.write.output import WORK
-from conftest import make_corpus, serial_records, write
+from helpers import make_corpus, serial_records, write
 
 
 def bag_of_partitions(sizes):

@@ -3,7 +3,7 @@ import os
 import pytest
 
 import dask_prep as dp
-from conftest import write
+from helpers import write
 
 
 @pytest.fixture

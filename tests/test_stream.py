@@ -8,7 +8,7 @@ import pytest
 
 import dask_prep as dp
 from dask_prep.ingest.converters import sentences
-from conftest import make_corpus, serial_records
+from helpers import make_corpus, serial_records
 
 
 @pytest.fixture(scope="module")

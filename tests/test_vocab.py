@@ -11,7 +11,7 @@ import pytest
 
 import dask_prep as dp
 from dask_prep.ingest.converters import sentences
-from conftest import make_corpus, serial_records
+from helpers import make_corpus, serial_records
 
 WORDS = [["b", "a", "c"], ["a", "d"], ["c", "b", "e", "a"], ["f"], ["d", "b"]]
 

@@ -31,17 +31,14 @@ import io
 import json
 import os
 import re
-import site
 import sys
-import sysconfig
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-
-import cloudpickle
 
 from .._version import __version__
 from ..errors import ConverterNotFoundError
 from ..options import ENCODING_ERRORS, check_choice
+from ..runtime.shipping import ByValue, shippable
 from .bad_items import report_bad_item
 from .readers import iter_lines, read_paragraphs, read_text
 
@@ -207,12 +204,12 @@ def resolve_converter(spec, *, encoding_errors: str = "strict") -> Converter:
     if isinstance(spec, str) and spec in _REGISTRY:
         fn, splittable = _REGISTRY[spec]
         options = (("errors", encoding_errors),) if spec in _BUILTIN else ()
-        return Converter(spec, _shippable(fn), splittable, options)
+        return Converter(spec, _ship(fn), splittable, options)
     if isinstance(spec, str) and ":" in spec:
-        return Converter(spec, _shippable(_load(spec)))
+        return Converter(spec, _ship(_load(spec)))
     if callable(spec):
         name = f"{getattr(spec, '__module__', '?')}:{getattr(spec, '__qualname__', repr(spec))}"
-        return Converter(name, _shippable(spec))
+        return Converter(name, _ship(spec))
     raise ConverterNotFoundError(
         f"unknown converter {spec!r}; use one of {', '.join(converter_names())}, "
         "'module:func', 'path/to/file.py:func' or a Python callable")
@@ -239,48 +236,10 @@ def _load(spec: str) -> Callable:
     return fn
 
 
-def _installed_roots() -> tuple[str, ...]:
-    roots = set(site.getsitepackages() + [site.getusersitepackages()])
-    roots.update(sysconfig.get_paths()[k] for k in ("stdlib", "platstdlib", "purelib", "platlib"))
-    return tuple(os.path.abspath(r) + os.sep for r in roots if r)
-
-
-def _shippable(fn: Callable) -> Callable:
-    """``fn`` itself if workers can import it, else a wrapper carrying it by value."""
-    modname = getattr(fn, "__module__", None) or ""
-    module = sys.modules.get(modname)
-    if modname == "__main__" or modname.split(".")[0] == "dask_prep":
-        return fn
-    path = os.path.abspath(getattr(module, "__file__", "") or "")
-    if module is None or not path or path.startswith(_installed_roots()):
-        return fn
-    cloudpickle.register_pickle_by_value(module)
-    return ByValue(cloudpickle.dumps(fn), f"{modname}:{getattr(fn, '__qualname__', '')}",
-                   _takes_storage_options(fn))
-
-
-class ByValue:
-    """A function carried as cloudpickle bytes, loaded once per worker process."""
-
-    def __init__(self, payload: bytes, name: str, takes_storage_options: bool = False):
-        self.payload, self.name = payload, name
-        self.takes_storage_options = takes_storage_options
-        self._fn = None
-
-    def __getstate__(self):
-        return {"payload": self.payload, "name": self.name,
-                "takes_storage_options": self.takes_storage_options}
-
-    def __setstate__(self, state):
-        self.__init__(state["payload"], state["name"], state.get("takes_storage_options", False))
-
-    def __dask_tokenize__(self):
-        return ("dask-prep-by-value", self.payload)
-
-    def __call__(self, *args, **kwargs):
-        if self._fn is None:
-            self._fn = cloudpickle.loads(self.payload)
-        return self._fn(*args, **kwargs)
-
-    def __repr__(self) -> str:
-        return f"ByValue({self.name})"
+def _ship(fn: Callable) -> Callable:
+    """``fn`` as workers can run it; a function shipped by value says up front
+    whether it takes ``storage_options`` (its signature is not visible later)."""
+    shipped = shippable(fn)
+    if isinstance(shipped, ByValue) and shipped.takes_storage_options is None:
+        shipped.takes_storage_options = _takes_storage_options(fn)
+    return shipped

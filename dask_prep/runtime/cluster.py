@@ -106,7 +106,7 @@ def _start_method() -> str:
 
 
 @contextmanager
-def dask_session(options=None, *, timeout: float = 10, **fields):
+def dask_session(options=None, *, timeout: float | None = None, **fields):
     """Yield a :class:`Session`; close what it started, never what it was given.
 
     ``options`` is a :class:`~dask_prep.options.ClusterOptions` (or give its
@@ -115,11 +115,15 @@ def dask_session(options=None, *, timeout: float = 10, **fields):
     notebook); else start a LocalCluster of ``workers`` processes with one
     thread each (conversion holds the GIL).
     """
+    import dask
     from distributed import Client
 
     from ..options import ClusterOptions, split
     (opts,) = split(fields, ClusterOptions, given={ClusterOptions: options} if options else None)
     client, scheduler, security = opts.client, opts.scheduler, opts.security
+    if timeout is None:  # DASK_DASK_PREP__CONNECT_TIMEOUT=2s, or dask config dask-prep.connect-timeout
+        from dask.utils import parse_timedelta
+        timeout = parse_timedelta(dask.config.get("dask-prep.connect-timeout", "10s"))
     if client is not None:
         yield Session(client, client.dashboard_link, _nworkers(client))
         return

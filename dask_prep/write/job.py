@@ -24,8 +24,9 @@ from ..errors import ConversionError, OutputExistsError, SchemaMismatchError
 from ..options import WriteOptions, split
 from ..runtime.execute import execute
 from ..runtime.graph import conversion_layers, fused_tasks
+from ..runtime.shipping import shippable
 from . import commit
-from .formats import get_format
+from .formats import format_class
 from .lock import LOCK, RunLock
 from .manifest import VERSION, Manifest
 from .output import ERRORS, MANIFEST, WORK, OutputDir, check_writable
@@ -164,7 +165,8 @@ class WriteJob:
         self.limit = opts.error_limit(sources) if (sources is not None or opts.max_errors is not None) else None
         self.fingerprint = job_fingerprint(bag, opts)
         self.spec = WriteSpec(out, opts.format, opts.shard_size, opts.schema, opts.on_error,
-                              tuple(conversion_layers(bag)))
+                              tuple(conversion_layers(bag)),
+                              format_class=shippable(format_class(opts.format)))
         self.n = bag.npartitions
         self.done: dict[int, PartResult] = {}
         self.merged: dict[int, _Merged] = {}

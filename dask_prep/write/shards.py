@@ -11,7 +11,8 @@ import hashlib
 from dataclasses import dataclass
 
 from ..errors import SchemaMismatchError
-from .formats import ShardFile, ShardFormat, get_format
+from ..runtime.shipping import loaded
+from .formats import ShardFile, ShardFormat, format_class
 from .output import OutputDir
 from .results import FileInfo, ShardInfo
 
@@ -29,9 +30,13 @@ class WriteSpec:
     on_error: str = "skip"
     conversion_layers: tuple = ()  # their errors come through the side channel after a .map
     schema_is_hint: bool = False   # start from ``schema`` but let records widen it
+    #: The format's class, for workers that do not have it registered (a user's own
+    #: format travels with the tasks, by value if workers cannot import it).
+    format_class: object = None
 
     def new_format(self, schema=None) -> ShardFormat:
-        fmt = get_format(self.format, schema if schema is not None else self.schema)
+        cls = loaded(self.format_class) if self.format_class is not None else format_class(self.format)
+        fmt = cls(schema if schema is not None else self.schema)
         return fmt.widening() if self.schema_is_hint else fmt
 
 
