@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
+import json
 import os
 import posixpath
 import stat
@@ -30,10 +31,14 @@ COMPRESSIONS = {".gz": "gzip", ".bz2": "bz2", ".xz": "lzma", ".zst": "zstd"}
 
 @dataclass(frozen=True, order=True)
 class Source:
-    """One input document: its path (a local path or an fsspec URL) and its size."""
+    """One input document: its path (a local path or an fsspec URL), its size, and
+    what says it changed: the modification time in nanoseconds for a local file,
+    the ETag (else the modification time) on an object store; ``None`` when the
+    file system tells neither."""
 
     path: str
     size: int
+    modified: int | str | None = field(default=None, compare=False)
 
     @property
     def compression(self) -> str | None:
@@ -68,10 +73,11 @@ class Sources(Sequence):
         return sum(s.size for s in self.items)
 
     def digest(self) -> str:
-        """A sha256 over every (path, size): changes when the inputs change."""
+        """A sha256 of canonical JSON over every source's path, size and
+        modification stamp: changes when any input changes, is added or goes."""
         h = hashlib.sha256()
         for s in self.items:
-            h.update(f"{s.path}\0{s.size}\n".encode())
+            h.update(json.dumps([s.path, s.size, s.modified], ensure_ascii=True).encode() + b"\n")
         return h.hexdigest()
 
     def summary(self) -> dict:
@@ -216,17 +222,32 @@ def _expand(inp: str, suffixes, storage_options, missing, patterns=()) -> Iterab
             missing.append(inp)
         for info in infos:
             if _keep(info["name"], suffixes) and not _hidden(info["name"], static, root):
-                yield Source(name(info["name"]), int(info["size"] or 0))
+                yield Source(name(info["name"]), int(info["size"] or 0), _stamp(info))
     elif local and os.path.isdir(root):
         yield from _walk_local(root, suffixes, patterns, missing)
     elif fs.isdir(root):
         for path, info in fs.find(root, detail=True, withdirs=False).items():
             if info.get("type") == "file" and _keep(path, suffixes) and not _hidden(path, root):
-                yield Source(name(path), int(info["size"] or 0))
+                yield Source(name(path), int(info["size"] or 0), _stamp(info))
     elif fs.isfile(root):
-        yield Source(name(root), int(fs.size(root) or 0))
+        info = fs.info(root)
+        yield Source(name(root), int(info.get("size") or 0), _stamp(info))
     else:
         missing.append(inp)
+
+
+def _stamp(info: dict) -> int | str | None:
+    """What tells that a file changed, from an fsspec ``info`` dict: a local
+    file's modification time in ns, an object store's ETag, else its mtime."""
+    if "ino" in info:  # a local file: its mtime in ns (fsspec's is in seconds)
+        try:
+            return os.stat(info["name"]).st_mtime_ns
+        except OSError:
+            return None
+    for key in ("ETag", "etag", "md5Hash", "mtime", "LastModified", "last_modified", "updated"):
+        if info.get(key) is not None:
+            return str(info[key])
+    return None
 
 
 def _walk_local(root: str, suffixes, patterns, missing: list) -> Iterable[Source]:
@@ -256,7 +277,7 @@ def _walk_local(root: str, suffixes, patterns, missing: list) -> Iterable[Source
                 yield Source(entry.path, 0)
                 continue
             if stat.S_ISREG(st.st_mode):
-                yield Source(entry.path, st.st_size)
+                yield Source(entry.path, st.st_size, st.st_mtime_ns)
             else:
                 missing.append(f"{entry.path} (not a regular file)")
 
