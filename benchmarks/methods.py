@@ -223,7 +223,7 @@ def _write_one(records, out: str, index: int) -> int:
     difference to ``dask-prep`` is the cost of cutting exact shards."""
     from dask_prep.write.partition import CHUNK
     rows, tables = [], []
-    for _piece, chunks in records.by_piece(CHUNK):
+    for _piece, chunks in records.pieces(CHUNK):
         for chunk in chunks:
             rows.extend(chunk or ())  # (None marks a failed piece: none here)
             if len(rows) >= CHUNK:

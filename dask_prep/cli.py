@@ -129,9 +129,9 @@ convert_options = functools.partial(
                  help="input bytes per task (default: automatic)"))
 
 
-def _write(format_, shard_size, overwrite, max_errors):
+def _write(format_, shard_size, overwrite, max_errors, allow_empty):
     return WriteOptions(format=format_, shard_size=shard_size, overwrite=overwrite,
-                        max_errors=max_errors)
+                        max_errors=max_errors, allow_empty=allow_empty)
 
 
 write_options = functools.partial(
@@ -144,7 +144,9 @@ write_options = functools.partial(
                  help="write into a folder holding other files, or replace a dataset"),
     click.option("--max-errors", callback=lambda ctx, p, v: _max_errors(v),
                  help="fail when more sources than this fail: a count (10) or a fraction (0.05); "
-                      "default: fail only if every source failed"))
+                      "default: fail only if every source failed"),
+    click.option("--allow-empty", is_flag=True,
+                 help="accept finding no sources, or no records, and write an empty dataset"))
 
 
 def _cluster(scheduler, workers, memory_limit, report, tls_ca_file, tls_cert, tls_key):
@@ -222,12 +224,29 @@ def _max_errors(value: str | None):
 
 @main.command()
 @click.argument("output")
-def verify(output):
-    """Check every shard in OUTPUT against its manifest (exit 0 only if all match)."""
+@click.option("--sources", "check_sources", is_flag=True,
+              help="also check the sources against the ones the dataset was made from")
+def verify(output, check_sources):
+    """Check every shard in OUTPUT against its manifest (exit 0 only if all match).
+
+    With --sources, find the dataset's inputs again and list the sources that
+    changed, were added or disappeared since (exit 1 if any did)."""
     from .read.shardset import verify as verify_
     report = verify_(output)
     click.echo(str(report), err=not report.ok)
-    sys.exit(0 if report.ok else 1)
+    ok = report.ok
+    if check_sources:
+        from .write.sources_file import check_sources as check
+        try:
+            changes = check(output)
+        except (DaskPrepError, OSError, ValueError) as exc:
+            raise _Fail(f"{type(exc).__name__}: {exc}") from None
+        for label, paths in changes.to_dict().items():
+            for path in paths:
+                click.echo(f"{label:>7}  {path}")
+        click.echo(f"sources: {changes.describe(most=0) if changes else 'unchanged'}", err=bool(changes))
+        ok = ok and not changes
+    sys.exit(0 if ok else 1)
 
 
 @main.command()

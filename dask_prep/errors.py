@@ -12,6 +12,8 @@ __all__ = [
     "ConversionError",
     "SchemaMismatchError",
     "OutputExistsError",
+    "NoSourcesError",
+    "EmptyDatasetError",
     "OutputInUseError",
     "ManifestError",
     "PickleNotAllowedError",
@@ -65,6 +67,15 @@ class EmptyFileError(DaskPrepError, ValueError):
 
 class TooManyErrorsError(DaskPrepError, RuntimeError):
     """More sources failed than ``max_errors`` allows (or every one did)."""
+
+
+class NoSourcesError(DaskPrepError, FileNotFoundError):
+    """The inputs named no file to convert (a typo, an empty folder, a missing
+    ``@list``); ``allow_empty=True`` (``--allow-empty``) accepts that."""
+
+
+class EmptyDatasetError(DaskPrepError, RuntimeError):
+    """Every source converted to no records at all; ``allow_empty=True`` accepts that."""
 
 
 class ConverterNotFoundError(DaskPrepError, LookupError):

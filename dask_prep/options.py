@@ -102,7 +102,8 @@ class WriteOptions:
     as for conversion, for records that do not fit the schema; ``overwrite``
     replaces an earlier dataset or writes into a folder holding other files;
     ``max_errors`` stops the run when more sources fail: a count, or a fraction
-    of the sources.
+    of the sources; ``allow_empty`` accepts a run that finds no sources or
+    whose sources give no records (else it fails and writes no manifest).
     """
 
     format: str = "parquet"
@@ -111,6 +112,7 @@ class WriteOptions:
     on_error: str = "skip"
     overwrite: bool = False
     max_errors: int | float | None = None
+    allow_empty: bool = False
 
     def __post_init__(self):
         _positive_int("shard_size", self.shard_size)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from .ingest.convert import bag_of
 from .ingest.converters import resolve_converter
 from .ingest.plan import plan_partitions
+from .errors import NoSourcesError
 from .ingest.sources import Sources, discover
 from .options import ClusterOptions, ConvertOptions, WriteOptions, split
 from .runtime.cluster import dask_session
@@ -98,6 +99,46 @@ def describe_errors(manifest: dict) -> str:
     return f"{n:,} ({kinds + '; ' if kinds else ''}see errors.jsonl)"
 
 
+def _input_names(inputs) -> list[str] | None:
+    """The inputs as the manifest records them, local ones absolute, so that
+    ``dask-prep verify --sources`` finds the sources again from anywhere."""
+    if isinstance(inputs, Sources):
+        return None
+    return [_absolute(os.fspath(i)) for i in ([inputs] if isinstance(inputs, (str, os.PathLike)) else inputs)]
+
+
+def _absolute(name: str) -> str:
+    if name.startswith("@"):
+        return "@" + _absolute(name[1:])
+    return name if "://" in name else os.path.abspath(name)
+
+
+def _exclude_name(exclude):
+    if isinstance(exclude, (str, os.PathLike)):
+        return _absolute(os.fspath(exclude))
+    return list(exclude) if exclude is not None else None
+
+
+def _check_not_an_input(out: OutputDir, inputs) -> None:
+    """Refuse an output folder that is one of the input folders: the run would
+    read its own shards (an output *inside* an input folder is skipped by discovery)."""
+    if not out.local or isinstance(inputs, Sources):
+        return
+    here = os.path.realpath(out.url)
+    for name in _input_names(inputs) or ():
+        if not name.startswith("@") and "://" not in name and os.path.realpath(name) == here:
+            raise ValueError(f"the output {out.url} is also an input; write the shards to another folder")
+
+
+def _nothing_found(inputs, sources: Sources) -> str:
+    names = _input_names(inputs) or []
+    shown = ", ".join(names[:3]) + (" ..." if len(names) > 3 else "")
+    why = f"{len(sources.missing)} not found" if sources.missing else "they hold no files"
+    if sources.excluded and not sources.missing:
+        why = f"all {sources.excluded:,} files are excluded"
+    return f"no sources found: {shown or 'no inputs given'} ({why}); pass --allow-empty to accept that"
+
+
 def _counting_sources(on_partition: Callable, parts: list) -> Callable:
     """Wrap the progress hook so each result says how many sources it covered."""
     counts = [sum(1 for piece in part if not piece.start) for part in parts]
@@ -171,6 +212,7 @@ def run(inputs, output, *, convert: ConvertOptions | None = None, write: WriteOp
     conv_opts, write_opts, where = split(options, ConvertOptions, WriteOptions, ClusterOptions,
                                          given={k: v for k, v in given.items() if v is not None})
     out = OutputDir(output, conv_opts.storage_options)
+    _check_not_an_input(out, inputs)
     check_writable(out, write_opts.overwrite)  # before starting a cluster
     conv = resolve_converter(conv_opts.converter, encoding_errors=conv_opts.encoding_errors)
     with ExitStack() as stack:
@@ -181,7 +223,7 @@ def run(inputs, output, *, convert: ConvertOptions | None = None, write: WriteOp
                     storage_options=conv_opts.storage_options)
                 parts = plan_partitions(sources, partition_size=conv_opts.partition_size,
                                         splittable=conv.splittable)
-                return sources, sources.summary(), parts, bag_of(parts, conv, conv_opts)
+                return sources, sources.summary(), parts, bag_of(parts, conv, conv_opts, sources)
 
         with ThreadPoolExecutor(1) as pool:
             # find the files and plan the tasks while the cluster's worker processes start
@@ -191,9 +233,13 @@ def run(inputs, output, *, convert: ConvertOptions | None = None, write: WriteOp
         if sources.missing:
             logger.warning("%d input(s) not found: %s", len(sources.missing),
                            ", ".join(sources.missing[:5]))
-        metadata = {"sources": summary, "converter": conv.name,
+        if not sources and not write_opts.allow_empty:
+            raise NoSourcesError(_nothing_found(inputs, sources))
+        metadata = {"sources": summary, "converter": conv.name, "inputs": _input_names(inputs),
                     "options": {"on_error": conv_opts.on_error,
-                                "encoding_errors": conv_opts.encoding_errors}}
+                                "encoding_errors": conv_opts.encoding_errors,
+                                "suffixes": list(conv_opts.suffixes or ()),
+                                "exclude": _exclude_name(conv_opts.exclude)}}
         if on_start:
             on_start(session, sources, bag.npartitions)
         if on_partition:
@@ -204,7 +250,7 @@ def run(inputs, output, *, convert: ConvertOptions | None = None, write: WriteOp
         if progress or (progress is None and _in_notebook()):
             stack.enter_context(_notebook_progress())
         job = WriteJob(bag, out, write_opts, metadata=metadata, sources=len(sources),
-                       on_partition=on_partition)
+                       on_partition=on_partition, source_files=sources)
         manifest = job.run()
     return RunResult(os.fspath(output), manifest, len(sources), list(sources.missing),
                      sources.excluded, time.perf_counter() - t0, session.workers,

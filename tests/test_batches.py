@@ -225,6 +225,6 @@ def test_wrong_column_or_options_say_what_to_do(ds):
 
 
 def test_empty_dataset_gives_no_batches(tmp_path):
-    dp.write_shards(db.from_sequence([], npartitions=1), tmp_path)
+    dp.write_shards(db.from_sequence([], npartitions=1), tmp_path, allow_empty=True)
     it = dp.open(tmp_path).iter_batches(4)
     assert len(it) == 0 and collect(it) == []

@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import pyarrow as pa
+import pytest
 import pyarrow.parquet as pq
 
 from benchmarks.check import fingerprint
@@ -13,6 +14,7 @@ from benchmarks.suite import METHODS, WORKLOADS
 ROOT = Path(__file__).parent.parent
 
 
+@pytest.mark.slow
 def test_quick_suite_runs_every_method_on_every_workload_with_the_same_records(tmp_path):
     r = subprocess.run([sys.executable, "-m", "benchmarks", "--quick", "--data", str(tmp_path / "data"),
                         "--results", str(tmp_path / "results")],

@@ -33,7 +33,7 @@ def read_shards(out, manifest):
        fmt=st.sampled_from(["parquet", "pickle"]))
 def test_every_shard_exact_but_the_last(sizes, n, fmt):
     with tempfile.TemporaryDirectory() as out:
-        m = dp.write_shards(bag_of_partitions(sizes), out, shard_size=n, format=fmt)
+        m = dp.write_shards(bag_of_partitions(sizes), out, shard_size=n, format=fmt, allow_empty=True)
         counts = [s["records"] for s in m["shards"]]
         total = sum(sizes)
         assert m["total_records"] == total == sum(counts)
@@ -121,7 +121,10 @@ def test_given_schema_refuses_unknown_fields_and_bad_values(tmp_path):
 
 def test_non_dict_records_need_pickle(tmp_path):
     bag = db.from_sequence(["a", "b"])
-    m = dp.write_shards(bag, tmp_path / "pq", shard_size=5)
+    with pytest.raises(dp.errors.EmptyDatasetError, match="no records"):
+        dp.write_shards(bag, tmp_path / "pq", shard_size=5)
+    assert not (tmp_path / "pq" / "manifest.json").exists()
+    m = dp.write_shards(bag, tmp_path / "pq", shard_size=5, allow_empty=True)
     assert m["total_records"] == 0 and "must be dicts" in dp.open(tmp_path / "pq").errors()[0]["message"]
     m = dp.write_shards(bag, tmp_path / "pk", shard_size=5, format="pickle")
     assert pickle.load(open(tmp_path / "pk" / "shard-00000.pkl", "rb")) == ["a", "b"]
@@ -165,8 +168,10 @@ def test_bad_shard_size(tmp_path, bad):
         dp.write_shards(bag_of_partitions([1]), tmp_path, shard_size=bad)
 
 
-def test_empty_bag_gives_empty_complete_dataset(tmp_path):
-    m = dp.write_shards(dp.to_bag(dp.discover([]), "text"), tmp_path)
+def test_empty_bag_gives_empty_complete_dataset_only_when_allowed(tmp_path):
+    with pytest.raises(dp.errors.EmptyDatasetError):
+        dp.write_shards(dp.to_bag(dp.discover([]), "text"), tmp_path)
+    m = dp.write_shards(dp.to_bag(dp.discover([]), "text"), tmp_path, allow_empty=True)
     assert m["total_records"] == 0 and m["shards"] == [] and len(dp.open(tmp_path)) == 0
 
 
@@ -207,7 +212,7 @@ def test_a_partition_is_converted_and_written_by_one_task(tmp_path):
     from dask_prep.write.shards import WriteSpec
 
     def write_tasks(bag, spec):
-        return fused_tasks(bag, write_partition, "w", [(i,) for i in range(bag.npartitions)], spec)
+        return fused_tasks(bag, write_partition, "w", [(i, None) for i in range(bag.npartitions)], spec)
     make_corpus(tmp_path / "in", n=12)
     bag = dp.to_bag([tmp_path / "in"], "sentences", partition_size=8192)
     (tmp_path / "out" / WORK).mkdir(parents=True)
@@ -265,7 +270,7 @@ def test_a_source_that_fails_or_clashes_part_way_is_cut_out_whole(sources, chunk
                 want += range(1000 * j, 1000 * j + n)
         bag = dp.to_bag(dp.discover(f"{tmp}/in", suffixes=[".json"]), _spec_converter,
                         partition_size=partition_size)
-        m = dp.write_shards(bag, f"{tmp}/out", shard_size=shard_size, format=fmt)
+        m = dp.write_shards(bag, f"{tmp}/out", shard_size=shard_size, format=fmt, allow_empty=True)
         if fmt == "parquet":
             shards = read_shards(f"{tmp}/out", m)
         else:

@@ -70,7 +70,7 @@ def to_bag(sources: Sources | str | os.PathLike | Iterable, converter=None, *,
     if not opts.storage_options and sources.storage_options:
         opts = replace(opts, storage_options=sources.storage_options)
     parts = plan_partitions(sources, partition_size=opts.partition_size, splittable=conv.splittable)
-    return bag_of(parts, conv, opts)
+    return bag_of(parts, conv, opts, sources)
 
 
 def conversion_identity(conv: Converter, opts: ConvertOptions) -> str:
@@ -81,11 +81,18 @@ def conversion_identity(conv: Converter, opts: ConvertOptions) -> str:
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()
 
 
-def bag_of(parts: list[tuple[Piece, ...]], conv: Converter, opts: ConvertOptions | None = None) -> db.Bag:
-    """The bag of an existing plan (:func:`~dask_prep.ingest.plan.plan_partitions`): one task a partition."""
+def bag_of(parts: list[tuple[Piece, ...]], conv: Converter, opts: ConvertOptions | None = None,
+           sources: Sources | None = None) -> db.Bag:
+    """The bag of an existing plan (:func:`~dask_prep.ingest.plan.plan_partitions`): one task a partition.
+
+    Each partition's key is a sha256 over the converter's identity and each of
+    its pieces with its source's size and modification stamp (from ``sources``),
+    so the key of a partition changes exactly when one of its sources does.
+    """
     opts = opts or ConvertOptions()
     identity = conversion_identity(conv, opts)
-    keys = [_partition_key(identity, part) for part in parts]
+    stamps = {s.path: (s.size, s.modified) for s in sources} if sources is not None else {}
+    keys = [_partition_key(identity, part, stamps) for part in parts]
     name = "dask-prep-convert-" + hashlib.sha256("".join(keys).encode()).hexdigest()[:32]
     # Each partition's pieces travel as one JSON string: Dask neither walks nor
     # pickles 80,000 tuples one by one (a graph of 50,000 dataclass instances
@@ -96,9 +103,9 @@ def bag_of(parts: list[tuple[Piece, ...]], conv: Converter, opts: ConvertOptions
     return conversion_bag(name, tasks, len(parts), {"identity": identity, "partitions": keys})
 
 
-def _partition_key(identity: str, part) -> str:
-    key = getattr(part, "key", None) or hashlib.sha256(json.dumps(part).encode()).hexdigest()
-    return hashlib.sha256(f"{identity}\0{key}".encode()).hexdigest()
+def _partition_key(identity: str, part, stamps: dict) -> str:
+    pieces = [[*piece, *stamps.get(piece.path, (None, None))] for piece in part]
+    return hashlib.sha256(json.dumps([identity, pieces], ensure_ascii=True).encode()).hexdigest()
 
 
 def convert_partition(pieces: str | list, conv: Converter, reading: tuple, layer: str,

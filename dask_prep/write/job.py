@@ -19,11 +19,12 @@ from dataclasses import dataclass, replace
 import dask
 import dask.bag as db
 
+from ..ingest.sources import Sources
 from .._version import __version__
-from ..errors import ConversionError, OutputExistsError, SchemaMismatchError
+from ..errors import ConversionError, EmptyDatasetError, OutputExistsError, SchemaMismatchError
 from ..options import WriteOptions, split
 from ..runtime.execute import execute
-from ..runtime.graph import conversion_layers, fused_tasks
+from ..runtime.graph import conversion_layers, fused_tasks, is_conversion
 from ..runtime.shipping import shippable
 from . import commit
 from .formats import format_class
@@ -32,6 +33,7 @@ from .manifest import VERSION, Manifest
 from .output import ERRORS, MANIFEST, WORK, OutputDir, check_writable
 from .partition import write_partition
 from .results import PartResult, ShardInfo, load_marker
+from .sources_file import SOURCES, read_sources, source_changes, write_sources
 from .schema import schema_to_json
 from .shards import WriteSpec, merge_shard, rewrite_shard
 
@@ -92,16 +94,39 @@ def write_shards(bag: db.Bag, output, *, options: WriteOptions | None = None,
     return job.run()
 
 
-def job_fingerprint(bag: db.Bag, opts: WriteOptions) -> str:
-    """What makes two writes the same job: the bag's identity and the write options.
+def _sha256(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, ensure_ascii=True).encode()).hexdigest()
 
-    A bag from :func:`dask_prep.to_bag` is named after dask-prep's own hash of
-    its plan and converter; any other bag after Dask's keys.
+
+def partition_keys(bag: db.Bag) -> tuple[str, list[str]]:
+    """What the bag is (the converter and options) and what each partition is made from.
+
+    For a bag straight from :func:`dask_prep.to_bag` both are dask-prep's own
+    sha256 (:func:`~dask_prep.ingest.convert.bag_of`): the converter's
+    identity, and per partition its pieces with each source's size and
+    modification stamp; never Dask's ``tokenize``, whose hashes change with
+    the packages installed. Any other bag is known only by Dask's key names.
     """
-    ident = {"bag": bag.name, "npartitions": bag.npartitions, "format": opts.format,
-             "shard_size": opts.shard_size,
-             "schema": str(opts.schema) if opts.schema is not None else None, "layout": VERSION}
-    return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()
+    layers = conversion_layers(bag)
+    if is_conversion(bag) and len(layers[bag.name].get("partitions", ())) == bag.npartitions:
+        meta = layers[bag.name]
+        return meta["identity"], list(meta["partitions"])
+    return bag.name, [_sha256([bag.name, i]) for i in range(bag.npartitions)]
+
+
+def job_fingerprint(bag: db.Bag, opts: WriteOptions) -> tuple[str, str, list[str]]:
+    """``(command, dataset, keys)``: the sha256 of what makes two writes the same
+    command (the bag's converter and the write options), of
+    the dataset that command makes from today's sources, and the partition keys.
+
+    A resume keeps the finished partitions whose key is unchanged; a complete
+    dataset is returned as it is only when the dataset fingerprint matches.
+    """
+    identity, keys = partition_keys(bag)
+    command = _sha256({"bag": identity, "format": opts.format,
+                       "shard_size": opts.shard_size, "layout": VERSION,
+                       "schema": str(opts.schema) if opts.schema is not None else None})
+    return command, _sha256([command, keys]), keys
 
 
 @dataclass
@@ -159,11 +184,12 @@ class WriteJob:
 
     def __init__(self, bag: db.Bag, out: OutputDir, opts: WriteOptions, *,
                  metadata: dict | None = None, sources: int | None = None,
-                 on_partition: Callable | None = None):
+                 on_partition: Callable | None = None, source_files: Sources | None = None):
         self.bag, self.out, self.opts = bag, out, opts
+        self.source_files = source_files
         self.metadata, self.on_partition = metadata or {}, on_partition
         self.limit = opts.error_limit(sources) if (sources is not None or opts.max_errors is not None) else None
-        self.fingerprint = job_fingerprint(bag, opts)
+        self.command, self.fingerprint, self.keys = job_fingerprint(bag, opts)
         self.spec = WriteSpec(out, opts.format, opts.shard_size, opts.schema, opts.on_error,
                               tuple(conversion_layers(bag)),
                               format_class=shippable(format_class(opts.format)))
@@ -199,19 +225,19 @@ class WriteJob:
             if old is not None and old.fingerprint == self.fingerprint and not overwrite:
                 return old
             if not overwrite:
-                raise OutputExistsError(
-                    f"{out.url} already holds a dask-prep dataset made from other inputs or options; "
-                    "choose another directory or pass --overwrite to replace it")
+                raise OutputExistsError(self._why_not(old))
             out.remove(MANIFEST)
             for name in old.files if old is not None else ():
                 out.remove(name)
             out.remove(ERRORS)
+            if old is not None and old.get("sources", {}).get("file") == SOURCES:
+                out.remove(SOURCES)
         if out.exists(RUN_STATE):
             try:
-                previous = json.loads(out.read_bytes(RUN_STATE)).get("fingerprint")
+                previous = json.loads(out.read_bytes(RUN_STATE)).get("command")
             except ValueError:
                 previous = None
-            if previous != self.fingerprint:
+            if previous != self.command:
                 if not overwrite:
                     raise OutputExistsError(
                         f"{out.url} holds an unfinished run with other inputs or options; "
@@ -219,13 +245,30 @@ class WriteJob:
                 for name in out.listdir(WORK):
                     if f"{WORK}/{name}" != LOCK:
                         out.remove(f"{WORK}/{name}")
-        out.write_json(RUN_STATE, {"fingerprint": self.fingerprint})
+        out.write_json(RUN_STATE, {"command": self.command, "fingerprint": self.fingerprint})
         return None
+
+    def _why_not(self, old: Manifest | None) -> str:
+        """The one line that refuses to replace a complete dataset."""
+        url = self.out.url
+        if old is None or old.get("command") != self.command:
+            return (f"{url} already holds a dask-prep dataset made from other inputs or options; "
+                    "choose another directory or pass --overwrite to replace it")
+        what = "its sources changed since"
+        if self.source_files is not None:
+            change = source_changes(read_sources(self.out, old), self.source_files)
+            what = f"its sources changed since: {change.describe()}" if change else what
+        return (f"{url} is a complete dataset, but {what}; pass --overwrite to rebuild it from "
+                f"the sources as they are now ('dask-prep verify --sources {url}' lists the changes)")
 
     def _resume(self) -> None:
         names = set(self.out.listdir(WORK))
-        found = (load_marker(self.out, i) for i in range(self.n) if f"p{i:05d}.json" in names)
+        markers = [i for i in range(self.n) if f"p{i:05d}.json" in names]
+        found = (load_marker(self.out, i, self.keys[i]) for i in markers)
         self.done = {res.index: res for res in found if res is not None}
+        if len(self.done) < len(markers):
+            logger.warning("%d finished partition(s) are converted again: their sources changed "
+                           "since the interrupted run", len(markers) - len(self.done))
         if self.done:
             logger.info("resuming: %d of %d partitions were already done", len(self.done), self.n)
         self.failed = sum(r.failed_sources for r in self.done.values())
@@ -236,7 +279,7 @@ class WriteJob:
     def _tasks(self, spec: WriteSpec) -> list:
         name = "dask-prep-write-" + hashlib.sha256(
             f"{self.fingerprint}{spec.schema}{spec.schema_is_hint}".encode()).hexdigest()[:32]
-        return fused_tasks(self.bag, write_partition, name, [(i,) for i in range(self.n)], spec)
+        return fused_tasks(self.bag, write_partition, name, [(i, self.keys[i]) for i in range(self.n)], spec)
 
     def _convert(self) -> None:
         todo = [i for i in range(self.n) if i not in self.done]
@@ -300,6 +343,11 @@ class WriteJob:
 
     def _commit(self, t_commit: float) -> Manifest:
         results = [self.done[i] for i in range(self.n)]
+        if not self.opts.allow_empty and not any(r.records for r in results):
+            failed = sum(r.failed_sources for r in results)
+            raise EmptyDatasetError(
+                f"no records: the sources gave none ({failed:,} failed); nothing was written to "
+                f"{self.out.url} (pass --allow-empty to write an empty dataset)")
         fmt = self.spec.new_format()
         schema = commit.final_schema(fmt, self.spec.schema, results)
         full = [s for r in results for s in r.shards]
@@ -318,12 +366,15 @@ class WriteJob:
         entries = commit.rename_shards(self.out, full + [merged[k] for k in range(len(groups))], fmt.suffix)
         error_types = commit.write_errors(self.out, results)
         fmt.finalize(self.out, entries)
+        if self.source_files is not None:
+            self.metadata.setdefault("sources", {}).update(write_sources(self.out, self.source_files))
         t_end = time.perf_counter()
         manifest = Manifest({
             "version": VERSION, "format": self.opts.format, "shard_size": self.opts.shard_size,
             "total_records": sum(s["records"] for s in entries), "shards": entries,
             "schema": schema_to_json(schema), "errors": sum(error_types.values()),
             "error_types": error_types, "partitions": self.n, "fingerprint": self.fingerprint,
+            "command": self.command,
             "created_by": f"dask-prep {__version__}", **self.metadata,
             "run": {"elapsed_seconds": round(t_end - self.t0, 3),
                     "commit_seconds": round(t_end - t_commit, 3),

@@ -24,10 +24,11 @@ from fsspec.implementations.local import LocalFileSystem
 
 from ..errors import OutputExistsError
 
-__all__ = ["OutputDir", "MANIFEST", "ERRORS", "WORK", "check_writable"]
+__all__ = ["OutputDir", "MANIFEST", "ERRORS", "SOURCES", "WORK", "check_writable"]
 
 MANIFEST = "manifest.json"
 ERRORS = "errors.jsonl"
+SOURCES = "_sources.jsonl"  # the sources a dataset was made from (sources_file.py)
 WORK = ".dask-prep"
 _TMP = ".tmp-"
 
@@ -142,7 +143,7 @@ class OutputDir:
     def foreign_files(self) -> list[str]:
         """Entries that dask-prep would not have written."""
         from .formats import dataset_file_names, shard_file_pattern
-        ours, shard = {MANIFEST, ERRORS, WORK, *dataset_file_names()}, shard_file_pattern()
+        ours, shard = {MANIFEST, ERRORS, SOURCES, WORK, *dataset_file_names()}, shard_file_pattern()
         return [n for n in self.listdir() if n not in ours and not shard.match(n) and _TMP not in n]
 
     def write_json(self, name: str, obj) -> None:

@@ -210,24 +210,25 @@ class _PartitionWriter:
         return res
 
 
-def write_partition(records, index: int, spec: WriteSpec) -> PartResult:
+def write_partition(records, index: int, key: str | None, spec: WriteSpec) -> PartResult:
     """The task run for each partition (module-level, so it pickles by reference).
 
     ``records`` is the partition's :class:`~dask_prep.ingest.convert.Conversion`
     (straight from :func:`dask_prep.to_bag`) or, after a user's steps, its
     records. A failure that ``on_error="raise"`` asked for comes back as data
     (``fatal``), so the client raises it as one clear error instead of a
-    worker traceback.
+    worker traceback. ``key`` says what the partition is made from; a marker
+    left by another key (a source changed since) is done again.
     """
     if not spec.schema_is_hint:
-        done = load_marker(spec.out, index)
+        done = load_marker(spec.out, index, key)
         if done is not None:  # finished before: a retry after a lost worker, or a resume
             return done       # the records (a lazy conversion) are never pulled
     try:
         with fewer_collections():
-            return _write_partition(records, index, spec)
+            return _write_partition(records, index, key, spec)
     except (ConversionError, SchemaMismatchError) as exc:
-        return PartResult(index, fatal=(type(exc).__name__, str(exc)))
+        return PartResult(index, fatal=(type(exc).__name__, str(exc)), key=key)
 
 
 _gc_lock = threading.Lock()
@@ -262,7 +263,7 @@ def fewer_collections(gen0: int = 10_000):
                 gc.set_threshold(*_gc_saved)
 
 
-def _write_partition(records, index: int, spec: WriteSpec) -> PartResult:
+def _write_partition(records, index: int, key: str | None, spec: WriteSpec) -> PartResult:
     t0 = time.perf_counter()
     writer = _PartitionWriter(spec, index)
     if isinstance(records, Conversion) and not records.started:  # straight from to_bag
@@ -272,7 +273,7 @@ def _write_partition(records, index: int, spec: WriteSpec) -> PartResult:
         _add_records(writer, records, spec.shard_size)
         errors = side_channel.drain({(layer, index) for layer in spec.conversion_layers})
     result = writer.finish(errors)
-    result.seconds = round(time.perf_counter() - t0, 3)
+    result.seconds, result.key = round(time.perf_counter() - t0, 3), key
     save_marker(spec.out, result)
     return result
 

@@ -67,6 +67,9 @@ class PartResult:
     seconds: float = 0.0
     fatal: tuple | None = None  # (error class name, message) when on_error="raise" stopped it
     sources: int = 0  # set by run() for its progress hook; not saved
+    #: What the partition was made from (:func:`dask_prep.write.job.partition_keys`):
+    #: a resume keeps the partition only if its key is still the same.
+    key: str | None = None
 
     @property
     def failed_sources(self) -> int:
@@ -79,7 +82,7 @@ class PartResult:
 
     def to_json(self) -> dict:
         return {
-            "index": self.index, "records": self.records, "seconds": self.seconds,
+            "index": self.index, "key": self.key, "records": self.records, "seconds": self.seconds,
             "shards": [asdict(s) for s in self.shards],
             "remainder": asdict(self.remainder) if self.remainder else None,
             "schema": base64.b64encode(schema_to_bytes(self.schema)).decode() if self.schema else None,
@@ -92,7 +95,7 @@ class PartResult:
             d["index"], d["records"], [ShardInfo.from_json(s) for s in d["shards"]],
             ShardInfo.from_json(d["remainder"]) if d["remainder"] else None,
             schema_from_bytes(base64.b64decode(d["schema"])) if d["schema"] else None,
-            [SourceError(**e) for e in d["errors"]], d.get("seconds", 0.0))
+            [SourceError(**e) for e in d["errors"]], d.get("seconds", 0.0), key=d.get("key"))
 
 
 def marker_name(index: int) -> str:
@@ -104,10 +107,13 @@ def save_marker(out: OutputDir, result: PartResult) -> None:
     out.write_json(marker_name(result.index), result.to_json())
 
 
-def load_marker(out: OutputDir, index: int) -> PartResult | None:
-    """The saved result of partition ``index``, if it and all its files exist."""
+def load_marker(out: OutputDir, index: int, key: str | None = None) -> PartResult | None:
+    """The saved result of partition ``index``, if it and all its files exist and
+    it was made from what ``key`` says (the same sources, unchanged)."""
     try:
         res = PartResult.from_json(json.loads(out.read_bytes(marker_name(index))))
     except (FileNotFoundError, ValueError, KeyError, TypeError):
         return None
-    return res if res.index == index and all(out.exists(f) for f in res.files()) else None
+    if res.index != index or (key is not None and res.key != key):
+        return None
+    return res if all(out.exists(f) for f in res.files()) else None
