@@ -21,7 +21,18 @@ and padded per batch, to the longest row of the batch. How an epoch is read:
 
 So the batches of an epoch are a pure function of the dataset and options,
 and resuming at batch ``k`` (``load_state_dict``) reads only from the block
-holding it. Loading and padding run in a background thread at most
+holding it.
+
+**Elastic resume.** Training is synchronous: when a state is saved every rank
+has consumed the same ``k`` batches. The state records that history as
+``[[world_size, k], ...]``, not a buffer. Resumed at the same world size, the
+epoch simply goes on. At another world size, the records not yet consumed by
+any rank (each old rank's part minus its first ``k`` batches, in stream
+order, ranks in order) form the stream of a new *generation*, split among the
+new ranks as above and read in blocks shuffled with the generation in the
+seed. Every record of the epoch is then seen exactly once, before plus
+after; the order after the resume is a function of the seed, epoch, dataset,
+history and the new world size; the state of any one rank resumes every rank. Loading and padding run in a background thread at most
 ``prefetch`` batches ahead of the consumer; memory holds one block, one shard
 and the queued batches, whatever the dataset size.
 
@@ -40,7 +51,8 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import pyarrow as pa
@@ -50,9 +62,10 @@ from ..write.output import OutputDir
 from .prefetch import Prefetcher
 from .ragged import Ragged
 
-__all__ = ["BatchOptions", "BatchIterator", "iter_batches", "EpochPlan", "plan_epoch"]
+__all__ = ["BatchOptions", "BatchIterator", "iter_batches", "EpochPlan", "plan_epoch", "rank_plan",
+           "next_generation"]
 
-STATE_VERSION = 1
+STATE_VERSION = 2
 
 
 def _positive(name: str, value, *, zero: bool = False) -> None:
@@ -90,6 +103,7 @@ class BatchOptions(PadOptions):
     world_size: int = 1
     prefetch: int = 2
     epoch: int = 0
+    pad_to_equal: bool = False
 
     def __post_init__(self):
         super().__post_init__()
@@ -109,10 +123,13 @@ class BatchOptions(PadOptions):
             raise ValueError(f"column name {sorted(clash)[0]!r} is used twice in a batch; "
                              "'lengths' is reserved and columns must differ from column")
 
+        if self.pad_to_equal and self.drop_last:
+            raise ValueError("pad_to_equal and drop_last both make ranks equal; choose one")
+
     def ordering(self) -> dict:
-        """The options that decide which records form which batch (checked on resume)."""
-        keep = ("batch_size", "drop_last", "shuffle", "shuffle_buffer", "bucket_by_length",
-                "rank", "world_size")
+        """The options that decide which records form which batch (checked on resume;
+        the world size may change, see the module's notes)."""
+        keep = ("batch_size", "drop_last", "shuffle", "shuffle_buffer", "bucket_by_length")
         return {k: v for k, v in asdict(self).items() if k in keep}
 
 
@@ -125,18 +142,38 @@ class EpochPlan:
 
     order: np.ndarray   # shard indices in reading order
     starts: np.ndarray  # stream position of each ordered shard's first record (+ total)
-    begin: int          # this rank's part of the stream: [begin, end)
+    begin: int          # this rank's part of the generation's stream: [begin, end)
     end: int
     block: int          # records per block, a multiple of batch_size
     epoch: int = 0
+    gen: int = 0        # resumes at another world size so far (the stream's generation)
+    stream: np.ndarray | None = None  # generation > 0: its stream positions, in order
+    target: int = 0     # pad_to_equal: the records every rank's part is padded to
+
+    @property
+    def nrows(self) -> int:
+        return self.end - self.begin
 
     @property
     def nblocks(self) -> int:
-        return math.ceil((self.end - self.begin) / self.block)
+        return math.ceil(self.nrows / self.block)
+
+    def positions(self, k: int) -> np.ndarray:
+        """The stream positions of block ``k``'s rows."""
+        lo, hi = self.begin + k * self.block, min(self.begin + (k + 1) * self.block, self.end)
+        return np.arange(lo, hi) if self.stream is None else self.stream[lo:hi]
 
     def slices(self, k: int) -> list[tuple[int, int, int]]:
         """``(shard index, first row, stop row)`` of every shard piece in block ``k``."""
-        lo, hi = self.begin + k * self.block, min(self.begin + (k + 1) * self.block, self.end)
+        if self.stream is None:
+            lo, hi = self.begin + k * self.block, min(self.begin + (k + 1) * self.block, self.end)
+            return self._run(lo, hi)
+        pos = self.positions(k)
+        cuts = np.flatnonzero(np.diff(pos) != 1) + 1  # runs of consecutive positions
+        return [s for run in np.split(pos, cuts) if len(run)
+                for s in self._run(int(run[0]), int(run[-1]) + 1)]
+
+    def _run(self, lo: int, hi: int) -> list[tuple[int, int, int]]:
         pos, out = int(np.searchsorted(self.starts, lo, side="right")) - 1, []
         while lo < hi:
             stop = min(hi, int(self.starts[pos + 1]))
@@ -156,14 +193,46 @@ def plan_epoch(counts, opts: BatchOptions, *, shard_size: int, epoch: int) -> Ep
     order = np.arange(n) if opts.shuffle is None else \
         np.random.default_rng([opts.shuffle, epoch, 0]).permutation(n)
     starts = np.concatenate([[0], np.cumsum(np.asarray(counts, dtype=np.int64)[order])])
-    total, w, r = int(starts[-1]), opts.world_size, opts.rank
-    if opts.drop_last:
-        begin, end = r * (total // w), (r + 1) * (total // w)
-    else:
-        begin, end = r * total // w, (r + 1) * total // w
     b = opts.batch_size
     block = math.ceil(max(opts.shuffle_buffer or shard_size, b) / b) * b
-    return EpochPlan(order, starts, begin, end, block, epoch)
+    base = EpochPlan(order, starts, 0, int(starts[-1]), block, epoch)
+    return rank_plan(base, opts, opts.world_size, opts.rank)
+
+
+def _part(total: int, w: int, r: int, drop_last: bool) -> tuple[int, int]:
+    if drop_last:
+        return r * (total // w), (r + 1) * (total // w)
+    return r * total // w, (r + 1) * total // w
+
+
+def rank_plan(gen: EpochPlan, opts: BatchOptions, world_size: int, rank: int) -> EpochPlan:
+    """Rank ``rank``'s part of the whole stream of generation ``gen`` (``begin=0``)."""
+    total = gen.nrows
+    begin, end = _part(total, world_size, rank, opts.drop_last)
+    target = -(-total // world_size) if opts.pad_to_equal else 0
+    return replace(gen, begin=begin, end=end, target=target)
+
+
+def next_generation(gen: EpochPlan, opts: BatchOptions, world_size: int, consumed: int,
+                    lengths: Callable | None = None) -> EpochPlan:
+    """The stream left after every one of ``world_size`` ranks consumed ``consumed``
+    batches of generation ``gen`` (``lengths(plan, k)`` reads a block's row
+    lengths, needed only when batches are bucketed by length)."""
+    left = []
+    per_block = gen.block // opts.batch_size
+    for r in range(world_size):
+        plan = rank_plan(gen, opts, world_size, r)
+        full, partial = divmod(consumed, per_block)
+        rows = [plan.positions(k) for k in range(plan.nblocks)]
+        if full < len(rows) and partial:
+            block_lengths = lengths(plan, full) if opts.bucket_by_length else np.zeros(len(rows[full]))
+            taken = _block_batches(block_lengths, opts, _block_rng(opts, plan, full))[:partial]
+            keep = np.ones(len(rows[full]), bool)
+            keep[np.concatenate(taken)] = False
+            rows[full] = rows[full][keep]
+        left += rows[full:]
+    stream = np.concatenate(left) if left else np.zeros(0, np.int64)
+    return replace(gen, begin=0, end=len(stream), gen=gen.gen + 1, stream=stream)
 
 
 def _block_batches(lengths: np.ndarray, opts: BatchOptions, rng) -> list[np.ndarray]:
@@ -227,17 +296,40 @@ class _BlockReader:
 def _block_rng(opts: BatchOptions, plan: EpochPlan, k: int):
     if opts.shuffle is None:
         return None
-    return np.random.default_rng([opts.shuffle, plan.epoch, 1, plan.begin + k * plan.block])
+    generation = [plan.gen] if plan.gen else []  # generation 0 keeps the seeds of before
+    return np.random.default_rng([opts.shuffle, plan.epoch, 1, *generation, plan.begin + k * plan.block])
 
 
 def _generate(source: ShardSource, opts: BatchOptions, plan: EpochPlan, skip: int) -> Iterator[dict]:
     """The padded batches of ``plan``, from batch number ``skip`` on."""
     reader, per_block = _BlockReader(source, opts), plan.block // opts.batch_size
+    batch = None
     for k in range(skip // per_block, plan.nblocks):
         block = reader.block(plan.slices(k))
         first = skip % per_block if k == skip // per_block else 0
         for idx in _block_batches(block.lengths, opts, _block_rng(opts, plan, k))[first:]:
-            yield block.pad(idx, column=opts.column, pad_value=opts.pad_value, max_len=opts.max_len)
+            if batch is not None:
+                yield batch
+            batch = block.pad(idx, column=opts.column, pad_value=opts.pad_value, max_len=opts.max_len)
+    if batch is None:
+        return
+    if plan.nrows >= plan.target:
+        yield batch
+    elif len(batch["lengths"]) < opts.batch_size:  # a rank one record short: an empty row
+        yield _with_empty_row(batch, opts, keep=True)
+    else:
+        yield batch
+        yield _with_empty_row(batch, opts, keep=False)
+
+
+def _with_empty_row(batch: dict, opts: BatchOptions, keep: bool) -> dict:
+    """``batch`` and one row of length 0 (all padding) after it, or that row alone."""
+    def grow(v):
+        row = np.zeros((1, *v.shape[1:]), dtype=v.dtype)
+        if v.ndim > 1:
+            row[:] = opts.pad_value
+        return np.concatenate([v, row]) if keep else row
+    return {k: grow(v) for k, v in batch.items()}
 
 
 # -- the iterator --------------------------------------------------------------
@@ -255,25 +347,43 @@ class BatchIterator:
     def __init__(self, source: ShardSource, options: BatchOptions):
         self.source, self.options = source, options
         self.epoch = options.epoch
-        self.batches = self.records = 0  # consumed so far (skipped ones included)
-        self._it = None
+        self.batches = self.records = 0  # consumed so far this epoch (skipped ones included)
+        self.history: list = []  # [world_size, batches] of each generation before this one
+        self._it = self._cached = None
 
     def _plan(self) -> EpochPlan:
-        return plan_epoch(self.source.counts, self.options, shard_size=self.source.shard_size,
-                          epoch=self.epoch)
+        key = (self.epoch, tuple(map(tuple, self.history)))
+        if self._cached is None or self._cached[0] != key:
+            opts = self.options
+            plan = plan_epoch(self.source.counts, opts, shard_size=self.source.shard_size, epoch=self.epoch)
+            gen = replace(plan, begin=0, end=int(plan.starts[-1]), target=0)
+            for world, consumed in self.history:
+                gen = next_generation(gen, opts, world, consumed, self._lengths)
+            self._cached = key, rank_plan(gen, opts, opts.world_size, opts.rank)
+        return self._cached[1]
+
+    def _lengths(self, plan: EpochPlan, k: int) -> np.ndarray:
+        return _BlockReader(self.source, self.options).block(plan.slices(k)).lengths
+
+    @property
+    def _done_before(self) -> int:
+        """Batches this rank consumed in the generations before the current one."""
+        return sum(consumed for _, consumed in self.history)
 
     def __len__(self) -> int:
-        """Batches in this epoch for this rank (from the manifest; nothing is read)."""
+        """Batches in this epoch for this rank (from the manifest; nothing is read,
+        except after a resume at another world size with length bucketing)."""
         plan, b = self._plan(), self.options.batch_size
-        n = plan.end - plan.begin
-        return n // b if self.options.drop_last else math.ceil(n / b)
+        n = max(plan.nrows, plan.target)
+        return self._done_before + (n // b if self.options.drop_last else math.ceil(n / b))
 
     def __iter__(self) -> BatchIterator:
         return self
 
     def __next__(self) -> dict:
         if self._it is None:
-            make = functools.partial(_generate, self.source, self.options, self._plan(), self.batches)
+            make = functools.partial(_generate, self.source, self.options, self._plan(),
+                                     self.batches - self._done_before)
             prefetch = self.options.prefetch
             self._it = Prefetcher(make, size=prefetch) if prefetch else make()
         batch = next(self._it)
@@ -299,27 +409,42 @@ class BatchIterator:
         self.close()
 
     def state_dict(self) -> dict:
-        """The position: epoch, seed, batches and records consumed, shard and block reached."""
-        plan = self._plan()
-        block = self.batches // (plan.block // self.options.batch_size)
-        shard = int(np.searchsorted(plan.starts, plan.begin + block * plan.block, side="right")) - 1
+        """The position, small and JSON-serializable: epoch, seed, batches and
+        records consumed by this rank, and the history ``[[world_size, batches],
+        ...]`` of the epoch's generations (the last one is the current)."""
+        current = self.batches - self._done_before
         return {"version": STATE_VERSION, "epoch": self.epoch, "seed": self.options.shuffle,
-                "batches": self.batches, "records": self.records, "block": block,
-                "shard": shard, "options": self.options.ordering(),
+                "batches": self.batches, "records": self.records,
+                "history": [*map(list, self.history), [self.options.world_size, current]],
+                "options": self.options.ordering(),
                 "dataset": {"shards": len(self.source.files), "records": sum(self.source.counts)}}
 
     def load_state_dict(self, state: dict) -> None:
-        """Continue from ``state`` (from :meth:`state_dict`); call before iterating."""
+        """Continue from ``state`` (from :meth:`state_dict` of any rank, at any
+        world size); call before iterating. At the saved world size the epoch goes
+        on exactly; at another, the records no rank consumed are shared anew."""
         if self._it is not None:
             raise RuntimeError("load_state_dict must be called before iterating; "
                                "make a new iterator with ds.iter_batches(...) and load the state into it")
-        if state.get("version") != STATE_VERSION:
-            raise ValueError(f"state version {state.get('version')!r} is not {STATE_VERSION}; "
+        version = state.get("version")
+        if version not in (1, STATE_VERSION):
+            raise ValueError(f"state version {version!r} is not {STATE_VERSION}; "
                              "it was saved by another dask-prep version")
-        _same("options", state["options"], self.options.ordering())
+        options = dict(state["options"])
+        if version == 1:  # a fixed world size then: one generation
+            history = [[options.pop("world_size"), state["batches"]]]
+            options.pop("rank")
+        else:
+            history = [list(h) for h in state["history"]]
+        _same("options", options, self.options.ordering())
         _same("dataset", state["dataset"], {"shards": len(self.source.files),
                                             "records": sum(self.source.counts)})
-        self.epoch, self.batches, self.records = state["epoch"], state["batches"], state["records"]
+        if history and history[-1][0] == self.options.world_size:
+            *self.history, (_, current) = history  # the same generation goes on
+        else:
+            self.history, current = history, 0
+        self.epoch, self.records = state["epoch"], state["records"]
+        self.batches = self._done_before + current
 
 
 def _same(what: str, saved: dict, now: dict) -> None:
@@ -361,7 +486,10 @@ def iter_batches(ds, batch_size: int, **options) -> BatchIterator:
         ``shuffle=None`` or a seed, ``shuffle_buffer=None`` (records per
         shuffled block; one shard by default), ``bucket_by_length=False``,
         ``rank=0``, ``world_size=1``, ``prefetch=2`` (batches loaded ahead in a
-        background thread; 0 loads in the caller's thread), ``epoch=0``.
+        background thread; 0 loads in the caller's thread), ``epoch=0``,
+        ``pad_to_equal=False`` (a rank one record short gets a row of length 0,
+        so every rank yields the same number of batches, as ``drop_last`` does
+        by leaving records out).
     """
     opts = BatchOptions(batch_size, **options)
     _check_columns(ds, opts)
