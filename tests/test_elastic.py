@@ -3,7 +3,6 @@ of the epoch is seen exactly once, before plus after; ranks do equal work."""
 import json
 
 import dask.bag as db
-import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
