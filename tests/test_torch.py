@@ -75,3 +75,27 @@ def test_text_and_list_columns_from_pickle_shards(tmp_path):
     assert sorted(map(len, batch["words"])) == sorted(len(r["words"]) for r in recs)
     [tb] = list(DataLoader(ds.to_torch(10, columns=("text",)), batch_size=None))
     assert sorted(tb["text"]) == sorted(r["text"] for r in recs)
+
+
+def test_stateful_dataloader_with_workers_resumes_mid_epoch_exactly(ds):
+    stateful = pytest.importorskip("torchdata.stateful_dataloader")
+
+    def loader():
+        return stateful.StatefulDataLoader(ds.to_torch(8, columns=("id",), shuffle=2),
+                                           batch_size=None, num_workers=2)
+    whole = [b["id"].tolist() for b in loader()]
+    first = loader()
+    it, before = iter(first), []
+    for _ in range(5):
+        before.append(next(it)["id"].tolist())
+    state = first.state_dict()
+    del it
+    # the workers' positions come from the dataset's own state_dict, so the resume
+    # starts there instead of reading the epoch again and throwing batches away
+    workers = state["_snapshot"]["_worker_snapshots"].values()
+    assert all(w["dataset_state"]["batches"]["batches"] > 0 for w in workers), state
+    again = loader()
+    again.load_state_dict(state)
+    after = [b["id"].tolist() for b in again]
+    assert before + after == whole, "the resumed loader continues the uninterrupted epoch"
+    assert Counter(i for b in before + after for i in b) == Counter(range(N))
