@@ -128,3 +128,32 @@ def test_stream_waits_for_workers_that_have_not_joined_yet():
         bag = db.from_sequence([{"token_ids": [i]} for i in range(50)], npartitions=5)
         batches = list(dp.stream(bag, batch_size=10, client=c))
         assert sum(len(b["lengths"]) for b in batches) == 50
+
+
+def test_an_ordered_stream_resumes_at_the_next_batch_converting_nothing_before_it(client, corpus, vocab):
+    import json
+    root, _ = corpus
+    conv = dp.with_token_ids("sentences", vocab)
+
+    def make():
+        return dp.stream(root, converter=conv, batch_size=7, ordered=True, partition_size=8192)
+    with make() as st:
+        whole, total = list(st), st.partitions
+    for stop in (0, 1, len(whole) // 2, len(whole) - 1, len(whole)):
+        with make() as st:
+            for _ in range(stop):
+                next(st)
+            state = json.loads(json.dumps(st.state_dict()))  # the consumer commits it somewhere
+        assert state["batches"] == stop
+        with make() as again:
+            again.load_state_dict(state)
+            rest = list(again)
+        assert len(rest) == len(whole) - stop
+        assert all(np.array_equal(a["token_ids"], b["token_ids"]) for a, b in zip(rest, whole[stop:]))
+        if stop >= len(whole) // 2 and stop:
+            assert again.partitions < total, "partitions already consumed are not converted again"
+    with pytest.raises(ValueError, match="batch_size"):
+        dp.stream(root, converter=conv, batch_size=8, ordered=True,
+                  partition_size=8192).load_state_dict(state)
+    with pytest.raises(ValueError, match="ordered=True"):
+        dp.stream(root, converter=conv, batch_size=7).state_dict()

@@ -9,6 +9,12 @@ from starting, so memory does not grow with the corpus. ``ordered=True`` hands
 partitions over in partition order, so the batches are the same on every run;
 by default they come as they finish (faster when partitions differ in cost).
 
+An ordered stream resumes: :meth:`BatchStream.state_dict`, taken after the
+batches the consumer has committed, says where the next batch starts
+(partition and row); a new stream given it (:meth:`BatchStream.load_state_dict`)
+converts nothing before that partition and yields the batches an
+uninterrupted stream would have yielded from there.
+
 >>> import dask_prep as dp, pathlib, tempfile
 >>> d = pathlib.Path(tempfile.mkdtemp())
 >>> _ = (d / "a.txt").write_text("One two. Three four five. Six.")
@@ -96,11 +102,11 @@ def _pack_tasks(bag: db.Bag, spec: _PackSpec) -> list[Delayed]:
     return culled(fused_tasks(bag, pack_partition, name, [(i,) for i in range(bag.npartitions)], spec))
 
 
-def _finished(client, tasks: list, limit: int, ordered: bool) -> Iterator[Packed]:
-    """Results of ``tasks``, at most ``limit`` submitted and not yet handed over."""
+def _finished(client, tasks: list, limit: int, ordered: bool, start: int = 0) -> Iterator[Packed]:
+    """Results of ``tasks[start:]``, at most ``limit`` submitted and not yet handed over."""
     from distributed import as_completed
 
-    todo, pending, running, index = iter(range(len(tasks))), as_completed(), {}, {}
+    todo, pending, running, index = iter(range(start, len(tasks))), as_completed(), {}, {}
 
     def submit() -> None:
         i = next(todo, None)
@@ -116,7 +122,7 @@ def _finished(client, tasks: list, limit: int, ordered: bool) -> Iterator[Packed
     try:
         for _ in range(limit):
             submit()
-        done, want = set(), 0
+        done, want = set(), start
         for fut in pending:
             done.add(index.pop(fut.key))
             while done and (not ordered or want in done):
@@ -142,6 +148,8 @@ class _Tally:
     errors: list = field(default_factory=list)
     partitions: int = 0
     records: int = 0
+    batches: int = 0               # handed over (before a resume included)
+    position: tuple = (0, 0)       # where the next batch starts: (partition, row)
 
     def received(self, packed: Packed) -> Ragged:
         if packed.fatal:
@@ -160,16 +168,49 @@ def _batches(bag: db.Bag, o: StreamOptions, session_options: ClusterOptions, tal
     ``finally`` cancels the partitions in flight and closes a cluster it started."""
     pad = dict(column=o.column, pad_value=o.pad_value, max_len=o.max_len)
     tasks = _pack_tasks(bag, _PackSpec(o.column, o.columns, tuple(conversion_layers(bag))))
+    first, skip = tally.position
     with dask_session(session_options) as session:
         # a cluster whose workers have not joined yet still gets work to wait for
         limit = o.max_in_flight or max(2 * session.workers, 2)
-        carry = Ragged.empty(o.columns)
-        for packed in _finished(session.client, tasks, limit, o.ordered):
-            rows = Ragged.concat([carry, tally.received(packed)])
+        carry, held = Ragged.empty(o.columns), _Held()
+        for packed in _finished(session.client, tasks, limit, o.ordered, start=first):
+            new = tally.received(packed)
+            start = skip if packed.index == first else 0
+            new = new.slice(min(start, len(new)), len(new)) if start else new
+            held.add(packed.index, start, len(new))
+            rows = Ragged.concat([carry, new])
             ready, carry = _cut(rows, o.batch_size)
-            yield from (rows.pad(idx, **pad) for idx in ready)
+            for idx in ready:
+                tally.position = held.take(o.batch_size)
+                tally.batches += 1
+                yield rows.pad(idx, **pad)
         if len(carry) and not o.drop_last:
+            tally.position = (len(tasks), 0)
+            tally.batches += 1
             yield carry.pad(np.arange(len(carry)), **pad)
+
+
+class _Held:
+    """Where the rows not yet handed over come from: ``[partition, first row, rows]`` runs."""
+
+    def __init__(self):
+        self.runs: list = []
+        self.after = 0  # the partition after the last one received
+
+    def add(self, partition: int, first: int, rows: int) -> None:
+        self.after = partition + 1
+        if rows:
+            self.runs.append([partition, first, rows])
+
+    def take(self, n: int) -> tuple[int, int]:
+        """Hand over ``n`` rows; where the next one starts."""
+        while n:
+            run = self.runs[0]
+            used = min(n, run[2])
+            run[1], run[2], n = run[1] + used, run[2] - used, n - used
+            if not run[2]:
+                self.runs.pop(0)
+        return (self.runs[0][0], self.runs[0][1]) if self.runs else (self.after, 0)
 
 
 class BatchStream:
@@ -195,6 +236,28 @@ class BatchStream:
         if self._gen is None:
             self._gen = _batches(self.bag, self.options, self._session, self._tally)
         return next(self._gen)
+
+    def state_dict(self) -> dict:
+        """Where the stream is after the batches handed over so far (small, JSON):
+        take it once the consumer has committed them. Needs ``ordered=True``."""
+        if not self.options.ordered:
+            raise ValueError("only an ordered stream resumes (stream(..., ordered=True)): "
+                             "unordered, the batches depend on which partition finished first")
+        partition, row = self._tally.position
+        return {"version": 1, "batches": self._tally.batches, "partition": partition, "row": row,
+                "bag": self.bag.name, "partitions": self.bag.npartitions,
+                "batch_size": self.options.batch_size, "drop_last": self.options.drop_last}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue from ``state`` (:meth:`state_dict` of the same stream); call before iterating."""
+        if self._gen is not None:
+            raise RuntimeError("load_state_dict must be called before iterating the stream")
+        saved = self.state_dict() | {"batches": 0, "partition": 0, "row": 0}
+        differ = sorted(k for k in saved if k not in ("batches", "partition", "row") and state.get(k) != saved[k])
+        if state.get("version") != 1 or differ:
+            raise ValueError(f"cannot resume this stream from that state: {', '.join(differ) or 'version'} "
+                             "differ; resume the same inputs, converter and batch options")
+        self._tally.position, self._tally.batches = (state["partition"], state["row"]), state["batches"]
 
     def close(self) -> None:
         """Cancel the partitions in flight and close the cluster this stream started."""
