@@ -56,11 +56,19 @@ class StreamOptions(PadOptions):
 
     ordered: bool = False
     max_in_flight: int | None = None
+    rank: int = 0
+    world_size: int = 1
 
     def __post_init__(self):
         super().__post_init__()
         if self.max_in_flight is not None:
             _positive("max_in_flight", self.max_in_flight)
+        _positive("world_size", self.world_size)
+        if not isinstance(self.rank, int) or not 0 <= self.rank < self.world_size:
+            raise ValueError(f"rank must be in 0..{self.world_size - 1} for world_size="
+                             f"{self.world_size}, not {self.rank!r}")
+        if self.world_size > 1 and not self.ordered:
+            raise ValueError("a stream shared by several ranks is ordered: pass ordered=True")
 
 
 @dataclass(frozen=True)
@@ -149,7 +157,8 @@ class _Tally:
     partitions: int = 0
     records: int = 0
     batches: int = 0               # handed over (before a resume included)
-    position: tuple = (0, 0)       # where the next batch starts: (partition, row)
+    position: tuple = (0, 0)       # where the next batch of the whole stream starts: (partition, row)
+    cut: int = 0                   # batches of the whole stream (all ranks) before it
 
     def received(self, packed: Packed) -> Ragged:
         if packed.fatal:
@@ -169,6 +178,7 @@ def _batches(bag: db.Bag, o: StreamOptions, session_options: ClusterOptions, tal
     pad = dict(column=o.column, pad_value=o.pad_value, max_len=o.max_len)
     tasks = _pack_tasks(bag, _PackSpec(o.column, o.columns, tuple(conversion_layers(bag))))
     first, skip = tally.position
+    ranks = _Ranks(o, tally)
     with dask_session(session_options) as session:
         # a cluster whose workers have not joined yet still gets work to wait for
         limit = o.max_in_flight or max(2 * session.workers, 2)
@@ -181,13 +191,41 @@ def _batches(bag: db.Bag, o: StreamOptions, session_options: ClusterOptions, tal
             rows = Ragged.concat([carry, new])
             ready, carry = _cut(rows, o.batch_size)
             for idx in ready:
-                tally.position = held.take(o.batch_size)
-                tally.batches += 1
-                yield rows.pad(idx, **pad)
+                yield from ranks.cut(lambda idx=idx, rows=rows: rows.pad(idx, **pad), held.take(o.batch_size))
         if len(carry) and not o.drop_last:
-            tally.position = (len(tasks), 0)
-            tally.batches += 1
-            yield carry.pad(np.arange(len(carry)), **pad)
+            yield from ranks.cut(lambda: carry.pad(np.arange(len(carry)), **pad), (len(tasks), 0))
+        yield from ranks.end()
+
+
+class _Ranks:
+    """Which batches of the whole stream are this rank's: batch ``j`` goes to rank
+    ``j % world_size``. A batch is handed over once every rank has one in its
+    round, so with ``drop_last`` all ranks get the same number; without it the
+    last round goes to the ranks it reaches."""
+
+    def __init__(self, o: StreamOptions, tally: _Tally):
+        self.o, self.tally, self.mine = o, tally, None
+        self.j = tally.cut  # the whole stream's batches cut so far
+
+    def cut(self, make, after: tuple) -> Iterator[dict]:
+        """The next batch of the whole stream was cut; ``after``: where the one after it starts."""
+        j, w = self.j, self.o.world_size
+        self.j += 1
+        if j % w == self.o.rank:
+            self.mine = (make(), after, j + 1)  # padded only if it is this rank's
+        if j % w == w - 1:
+            yield from self._hand_over()
+
+    def _hand_over(self) -> Iterator[dict]:
+        if self.mine is not None:
+            batch, self.tally.position, self.tally.cut = self.mine
+            self.tally.batches += 1
+            self.mine = None
+            yield batch
+
+    def end(self) -> Iterator[dict]:
+        if not self.o.drop_last:
+            yield from self._hand_over()
 
 
 class _Held:
@@ -245,19 +283,22 @@ class BatchStream:
                              "unordered, the batches depend on which partition finished first")
         partition, row = self._tally.position
         return {"version": 1, "batches": self._tally.batches, "partition": partition, "row": row,
-                "bag": self.bag.name, "partitions": self.bag.npartitions,
-                "batch_size": self.options.batch_size, "drop_last": self.options.drop_last}
+                "cut": self._tally.cut, "bag": self.bag.name, "partitions": self.bag.npartitions,
+                "batch_size": self.options.batch_size, "drop_last": self.options.drop_last,
+                "rank": self.options.rank, "world_size": self.options.world_size}
 
     def load_state_dict(self, state: dict) -> None:
         """Continue from ``state`` (:meth:`state_dict` of the same stream); call before iterating."""
         if self._gen is not None:
             raise RuntimeError("load_state_dict must be called before iterating the stream")
-        saved = self.state_dict() | {"batches": 0, "partition": 0, "row": 0}
-        differ = sorted(k for k in saved if k not in ("batches", "partition", "row") and state.get(k) != saved[k])
+        position = ("batches", "partition", "row", "cut")
+        saved = self.state_dict()
+        differ = sorted(k for k in saved if k not in position and state.get(k) != saved[k])
         if state.get("version") != 1 or differ:
             raise ValueError(f"cannot resume this stream from that state: {', '.join(differ) or 'version'} "
                              "differ; resume the same inputs, converter and batch options")
         self._tally.position, self._tally.batches = (state["partition"], state["row"]), state["batches"]
+        self._tally.cut = state["cut"]
 
     def close(self) -> None:
         """Cancel the partitions in flight and close the cluster this stream started."""
@@ -291,7 +332,16 @@ def stream(data, *, batch_size: int, options: ConvertOptions | None = None,
         client), and the fields of :class:`StreamOptions`:
         ``column="token_ids"``, ``columns=()``, ``pad_value=0``,
         ``max_len=None``, ``drop_last=False``, ``ordered=False``,
-        ``max_in_flight=None`` (2 per worker).
+        ``max_in_flight=None`` (2 per worker), ``rank=0``, ``world_size=1``.
+
+    Several trainer ranks can stream from one cluster: each calls ``stream``
+    with its ``rank`` and the same ``world_size`` (and ``ordered=True``) on a
+    ``scheduler=`` address. The tasks have the same keys in every rank, so the
+    scheduler converts a partition once for all ranks while they are within
+    ``max_in_flight`` partitions of one another (a rank further behind converts
+    it again); batch ``j`` of the whole stream goes to rank ``j % world_size``,
+    so the ranks' streams are disjoint and deterministic, and with
+    ``drop_last=True`` of equal length. Each rank has its own backpressure.
 
     Batches are ``{column: int32[B, L], "lengths": int32[B], **columns}``
     as from :meth:`dask_prep.ShardSet.iter_batches`.
