@@ -109,3 +109,29 @@ def test_two_trainer_processes_on_one_cluster_and_a_rank_killed_and_restarted(co
     batches1 = [Counter(json.dumps(row) for row in batch) for batch in
                 map(json.loads, (tmp_path / "log1.jsonl").read_text().splitlines())]
     assert not extra or extra in batches1, extra
+
+
+@pytest.mark.parametrize("w1,w2", [(2, 3), (3, 1), (1, 2)])
+def test_a_stream_resumes_at_another_world_size_with_every_batch_once(client, corpus, w1, w2):
+    root, paths = corpus
+    vocab = vocab_of(paths)
+    conv = dp.with_token_ids("sentences", vocab)
+
+    def make(rank, world):
+        return dp.stream(root, converter=conv, batch_size=5, ordered=True, partition_size=8192,
+                         rank=rank, world_size=world)
+    whole = take(root, vocab)
+    k = len(whole) // (2 * w1)  # every rank consumed k batches (synchronous training)
+    before, states = [], []
+    for r in range(w1):
+        with make(r, w1) as st:
+            before += [next(st) for _ in range(k)]
+            states.append(json.loads(json.dumps(st.state_dict())))
+    after = []
+    for r in range(w2):
+        with make(r, w2) as st:
+            st.load_state_dict(states[-1 - r % w1])  # any rank's state will do
+            after += list(st)
+    def key(b):
+        return b["token_ids"].tobytes() + b["lengths"].tobytes()
+    assert sorted(map(key, before + after)) == sorted(map(key, whole)), "every batch exactly once"

@@ -139,8 +139,10 @@ def _finished(client, tasks: list, limit: int, ordered: bool, start: int = 0) ->
                 want += 1
                 yield hand_over(i)
     finally:
+        # released, not cancelled: another stream (another rank, or a resumed one on
+        # the same client) may want the same keys; the scheduler drops what no one wants
         for fut in running.values():
-            fut.cancel()
+            fut.release()
 
 
 def _cut(rows: Ragged, size: int) -> tuple[list, Ragged]:
@@ -159,6 +161,7 @@ class _Tally:
     batches: int = 0               # handed over (before a resume included)
     position: tuple = (0, 0)       # where the next batch of the whole stream starts: (partition, row)
     cut: int = 0                   # batches of the whole stream (all ranks) before it
+    round_end: tuple = (0, 0)      # where the round of the last batch handed over ends
 
     def received(self, packed: Packed) -> Ragged:
         if packed.fatal:
@@ -194,7 +197,7 @@ def _batches(bag: db.Bag, o: StreamOptions, session_options: ClusterOptions, tal
                 yield from ranks.cut(lambda idx=idx, rows=rows: rows.pad(idx, **pad), held.take(o.batch_size))
         if len(carry) and not o.drop_last:
             yield from ranks.cut(lambda: carry.pad(np.arange(len(carry)), **pad), (len(tasks), 0))
-        yield from ranks.end()
+        yield from ranks.end((len(tasks), 0))
 
 
 class _Ranks:
@@ -214,18 +217,19 @@ class _Ranks:
         if j % w == self.o.rank:
             self.mine = (make(), after, j + 1)  # padded only if it is this rank's
         if j % w == w - 1:
-            yield from self._hand_over()
+            yield from self._hand_over(after)
 
-    def _hand_over(self) -> Iterator[dict]:
+    def _hand_over(self, round_end: tuple) -> Iterator[dict]:
         if self.mine is not None:
             batch, self.tally.position, self.tally.cut = self.mine
+            self.tally.round_end = round_end
             self.tally.batches += 1
             self.mine = None
             yield batch
 
-    def end(self) -> Iterator[dict]:
+    def end(self, after: tuple) -> Iterator[dict]:
         if not self.o.drop_last:
-            yield from self._hand_over()
+            yield from self._hand_over(after)
 
 
 class _Held:
@@ -283,22 +287,31 @@ class BatchStream:
                              "unordered, the batches depend on which partition finished first")
         partition, row = self._tally.position
         return {"version": 1, "batches": self._tally.batches, "partition": partition, "row": row,
-                "cut": self._tally.cut, "bag": self.bag.name, "partitions": self.bag.npartitions,
+                "cut": self._tally.cut, "round": list(self._tally.round_end),
+                "bag": self.bag.name, "partitions": self.bag.npartitions,
                 "batch_size": self.options.batch_size, "drop_last": self.options.drop_last,
                 "rank": self.options.rank, "world_size": self.options.world_size}
 
     def load_state_dict(self, state: dict) -> None:
-        """Continue from ``state`` (:meth:`state_dict` of the same stream); call before iterating."""
+        """Continue from ``state`` (:meth:`state_dict` of the same stream); call before iterating.
+
+        At the saved world size each rank goes on exactly. At another one
+        (elastic: the state of any rank, all having consumed the same number of
+        batches, as in synchronous training) the stream after the last whole
+        round is shared among the new ranks, so no batch is lost or repeated."""
         if self._gen is not None:
             raise RuntimeError("load_state_dict must be called before iterating the stream")
-        position = ("batches", "partition", "row", "cut")
+        position = ("batches", "partition", "row", "cut", "round", "rank", "world_size")
         saved = self.state_dict()
         differ = sorted(k for k in saved if k not in position and state.get(k) != saved[k])
         if state.get("version") != 1 or differ:
             raise ValueError(f"cannot resume this stream from that state: {', '.join(differ) or 'version'} "
                              "differ; resume the same inputs, converter and batch options")
-        self._tally.position, self._tally.batches = (state["partition"], state["row"]), state["batches"]
-        self._tally.cut = state["cut"]
+        self._tally.batches = state["batches"]
+        if state["world_size"] == self.options.world_size:  # each rank goes on exactly
+            self._tally.position, self._tally.cut = (state["partition"], state["row"]), state["cut"]
+        else:  # elastic: the stream after the last whole round is shared anew, batch 0 to rank 0
+            self._tally.position, self._tally.cut = tuple(state["round"]), 0
 
     def close(self) -> None:
         """Cancel the partitions in flight and close the cluster this stream started."""
