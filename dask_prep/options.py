@@ -15,7 +15,7 @@ functions also take their fields as keywords, which :func:`split` sorts out.
 >>> split({"shard_sise": 5}, WriteOptions)
 Traceback (most recent call last):
 ...
-TypeError: unexpected option 'shard_sise'; did you mean 'shard_size'? (options: format, max_errors, on_error, overwrite, schema, shard_size)
+TypeError: unexpected option 'shard_sise'; did you mean 'shard_size'? (options: allow_empty, format, max_errors, on_error, overwrite, schema, shard_size)
 """
 from __future__ import annotations
 
