@@ -173,6 +173,13 @@ class ShardFormat:
     def decode_stage(self, data: bytes):
         return pickle.loads(data)  # written by this run's own workers, in its work folder
 
+    def merge_stages(self, stages: list) -> bytes | None:
+        """A shard's bytes made straight from staged bytes, for formats that can
+        (``stages``: ``(data, start, stop)`` of each staged file, in order): no
+        decoding and encoding again. ``None`` (the default): the merge decodes,
+        slices, concatenates and writes the batch."""
+        return None
+
     # -- reading --------------------------------------------------------------------
 
     def decode(self, shard: ShardFile):
