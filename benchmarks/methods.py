@@ -13,6 +13,9 @@ records with pyarrow's defaults into ``job["out"]``:
   write task per partition (one partial shard each), on a ``LocalCluster``;
 - ``hf-datasets``: Hugging Face ``Dataset.from_dict({"path": paths}).map(...,
   batched=True, num_proc=workers)``, then ``select`` + ``to_parquet`` per shard;
+- ``datatrove``: datatrove's ``LocalPipelineExecutor``, a reader step and its
+  ``ParquetWriter`` (one file per task), in an environment of its own
+  (``benchmarks/datatrove_method.py``);
 - ``dask-prep``: ``dask_prep.run(...)``, cluster start-up and shutdown included;
 - ``dask-prep/partition``: dask-prep's discovery, plan, conversion (records
   taken and converted to Arrow as its writer does) and cluster, but one Parquet
@@ -249,9 +252,14 @@ def dask_prep_partition(job: dict) -> dict:
     return {"partitions": len(writes)}
 
 
+def datatrove(job: dict) -> dict:
+    from .datatrove_method import run  # (in datatrove's own environment: see that module)
+    return run(job)
+
+
 METHODS = {"serial": serial, "static-mp": static_mp, "pool-imap": pool_imap,
-           "naive-dask": naive_dask, "hf-datasets": hf_datasets, "dask-prep": dask_prep_run,
-           "dask-prep/partition": dask_prep_partition}
+           "naive-dask": naive_dask, "hf-datasets": hf_datasets, "datatrove": datatrove,
+           "dask-prep": dask_prep_run, "dask-prep/partition": dask_prep_partition}
 
 
 def main(argv=None) -> None:
@@ -262,13 +270,17 @@ def main(argv=None) -> None:
         print(json.dumps(_cluster_start_stop(job)))
         return
     fn = METHODS[method]
-    if method == "hf-datasets":  # offline, caches in the job's scratch folder, quiet
+    if method in ("hf-datasets", "datatrove"):  # offline, caches in the job's scratch folder, quiet
         os.environ.update(HF_DATASETS_OFFLINE="1", HF_HUB_OFFLINE="1",
                           HF_HOME=os.path.join(job["scratch"], "hf"),
                           TMPDIR=job["scratch"])
+    if method == "hf-datasets":
         import datasets
         datasets.disable_progress_bars()
         datasets.disable_caching()
+    if method == "datatrove":
+        import datatrove.executor  # noqa: F401  (outside the clock)
+        import datatrove.pipeline.writers  # noqa: F401
     import dask.bag  # noqa: F401  (imports outside the clock for every method)
     import distributed  # noqa: F401
     t0 = time.perf_counter()

@@ -42,12 +42,12 @@ from pathlib import Path
 
 import psutil
 
-from . import workloads
+from . import datatrove_method, workloads
 from .check import Fingerprint, fingerprint
 
 HERE = Path(__file__).parent
 ROOT = HERE.parent
-METHODS = ("serial", "static-mp", "pool-imap", "naive-dask", "hf-datasets", "dask-prep",
+METHODS = ("serial", "static-mp", "pool-imap", "naive-dask", "hf-datasets", "datatrove", "dask-prep",
            "dask-prep/partition")
 SHARD_SIZE = 10_000
 BTM = "bigger-than-memory"
@@ -132,7 +132,8 @@ def _read_all(root: Path) -> None:
                     pass
 
 
-def run_method(wl: Workload, method: str, root: Path, scratch: Path, workers: int) -> Run:
+def run_method(wl: Workload, method: str, root: Path, scratch: Path, workers: int,
+               python: str = sys.executable) -> Run:
     out = scratch / "out"
     shutil.rmtree(scratch, ignore_errors=True)
     out.mkdir(parents=True)
@@ -142,7 +143,7 @@ def run_method(wl: Workload, method: str, root: Path, scratch: Path, workers: in
     run, stop = Run(wl.name, method), threading.Event()
     _read_all(root)
     with open(scratch / "stderr.txt", "w+") as err:
-        proc = subprocess.Popen([sys.executable, "-m", "benchmarks.methods", method, json.dumps(job)],
+        proc = subprocess.Popen([python, "-m", "benchmarks.methods", method, json.dumps(job)],
                                 cwd=ROOT, stdout=subprocess.PIPE, stderr=err, text=True)
         sampler = threading.Thread(target=_sample, args=(proc, run, stop), daemon=True)
         sampler.start()
@@ -360,7 +361,8 @@ def main(argv=None) -> int:
             for round_ in range(repeat):
                 k = round_ % len(plan)
                 for label, root, method in plan[k:] + plan[:k]:
-                    run = run_method(wl, method, root, scratch / "run", args.workers)
+                    python = str(datatrove_method.venv(args.data)) if method == "datatrove" else sys.executable
+                    run = run_method(wl, method, root, scratch / "run", args.workers, python)
                     key = label if wl.name == BTM else method
                     run.method = key
                     by_key.setdefault(key, []).append(run)
