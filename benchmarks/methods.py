@@ -15,7 +15,7 @@ records with pyarrow's defaults into ``job["out"]``:
   batched=True, num_proc=workers)``, then ``select`` + ``to_parquet`` per shard;
 - ``datatrove``: datatrove's ``LocalPipelineExecutor``, a reader step and its
   ``ParquetWriter`` (one file per task), in an environment of its own
-  (``benchmarks/datatrove_method.py``);
+  (``benchmarks/datatrove_env.py``);
 - ``dask-prep``: ``dask_prep.run(...)``, cluster start-up and shutdown included;
 - ``dask-prep/partition``: dask-prep's discovery, plan, conversion (records
   taken and converted to Arrow as its writer does) and cluster, but one Parquet
@@ -253,8 +253,39 @@ def dask_prep_partition(job: dict) -> dict:
 
 
 def datatrove(job: dict) -> dict:
-    from .datatrove_method import run  # (in datatrove's own environment: see that module)
-    return run(job)
+    """datatrove's ``LocalPipelineExecutor``: a reader step, its ``ParquetWriter``.
+
+    Runs in datatrove's own environment (``datatrove_env.py``). datatrove cuts
+    output files by bytes (``max_file_size``), not by records, so its output is one
+    Parquet file per task: the shard layout differs, the records are the same (the
+    suite checks them). Each task reads every ``tasks``-th file of the sorted list,
+    as datatrove's own readers split their inputs by rank; four tasks per worker,
+    so that a slow file does not hold one worker's whole share.
+    """
+    from datatrove.data import Document
+    from datatrove.executor import LocalPipelineExecutor
+    from datatrove.pipeline.writers import ParquetWriter
+
+    paths = list_files(job["root"], job["suffixes"])
+    convert = CONVERTERS[job["converter"]][0]
+    tasks = 4 * job["workers"]
+
+    def read(data, rank: int = 0, world_size: int = 1):
+        for path in paths[rank::world_size]:
+            for i, record in enumerate(convert(path)):
+                yield Document(text=record.get("text", ""), id=f"{path}#{i}", metadata=record)
+
+    def adapter(self, document) -> dict:
+        return document.metadata  # the converter's record, as every other method writes it
+
+    executor = LocalPipelineExecutor(
+        pipeline=[read, ParquetWriter(job["out"], output_filename="shard-${rank}.parquet",
+                                      adapter=adapter, use_content_defined_chunking=False,
+                                      write_page_index=False)],
+        tasks=tasks, workers=job["workers"], logging_dir=os.path.join(job["scratch"], "logs"),
+        skip_completed=False)
+    executor.run()
+    return {"tasks": tasks}
 
 
 METHODS = {"serial": serial, "static-mp": static_mp, "pool-imap": pool_imap,

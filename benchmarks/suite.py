@@ -42,7 +42,7 @@ from pathlib import Path
 
 import psutil
 
-from . import datatrove_method, workloads
+from . import datatrove_env, workloads
 from .check import Fingerprint, fingerprint
 
 HERE = Path(__file__).parent
@@ -361,7 +361,7 @@ def main(argv=None) -> int:
             for round_ in range(repeat):
                 k = round_ % len(plan)
                 for label, root, method in plan[k:] + plan[:k]:
-                    python = str(datatrove_method.venv(args.data)) if method == "datatrove" else sys.executable
+                    python = str(datatrove_env.venv(args.data)) if method == "datatrove" else sys.executable
                     run = run_method(wl, method, root, scratch / "run", args.workers, python)
                     key = label if wl.name == BTM else method
                     run.method = key

@@ -17,7 +17,7 @@ ROOT = Path(__file__).parent.parent
 @pytest.mark.slow
 def test_quick_suite_runs_every_method_on_every_workload_with_the_same_records(tmp_path):
     # every method but datatrove, whose environment of its own would be installed
-    # from the package registry on first use (benchmarks/datatrove_method.py)
+    # from the package registry on first use (benchmarks/datatrove_env.py)
     methods = [m for m in METHODS if m != "datatrove"]
     r = subprocess.run([sys.executable, "-m", "benchmarks", "--quick", "--data", str(tmp_path / "data"),
                         "--results", str(tmp_path / "results"), *(f"--method={m}" for m in methods)],
