@@ -50,7 +50,7 @@ class OutputInUseError(DaskPrepError, RuntimeError):
 
 
 class ManifestError(DaskPrepError, ValueError):
-    """``manifest.json`` is missing, unreadable or inconsistent."""
+    """``.manifest.json`` is missing, unreadable or inconsistent."""
 
 
 class PickleNotAllowedError(DaskPrepError, PermissionError):
@@ -84,7 +84,7 @@ class ConverterNotFoundError(DaskPrepError, LookupError):
 
 @dataclass
 class SourceError:
-    """One failed source, or one bad item inside a source, as ``errors.jsonl`` lists it."""
+    """One failed source, or one bad item inside a source, as ``.errors.jsonl`` lists it."""
 
     path: str
     error: str
