@@ -17,6 +17,7 @@ from .ingest.converters import resolve_converter
 from .ingest.plan import plan_partitions
 from .errors import NoSourcesError, UnguardedScriptError, WorkerKilledError
 from .ingest.sources import Sources, discover
+from .paths import absolute, is_url
 from .options import ClusterOptions, ConvertOptions, WriteOptions, split
 from .runtime.cluster import dask_session
 from .runtime.execute import ON_SUBMIT
@@ -106,18 +107,14 @@ def _input_names(inputs) -> list[str] | None:
     ``dask-prep verify --sources`` finds the sources again from anywhere."""
     if isinstance(inputs, Sources):
         return None
-    return [_absolute(os.fspath(i)) for i in ([inputs] if isinstance(inputs, (str, os.PathLike)) else inputs)]
+    return [absolute(os.fspath(i)) for i in ([inputs] if isinstance(inputs, (str, os.PathLike)) else inputs)]
 
 
-def _absolute(name: str) -> str:
-    if name.startswith("@"):
-        return "@" + _absolute(name[1:])
-    return name if "://" in name else os.path.abspath(name)
 
 
 def _exclude_name(exclude):
     if isinstance(exclude, (str, os.PathLike)):
-        return _absolute(os.fspath(exclude))
+        return absolute(os.fspath(exclude))
     return list(exclude) if exclude is not None else None
 
 
@@ -128,7 +125,7 @@ def _check_not_an_input(out: OutputDir, inputs) -> None:
         return
     here = os.path.realpath(out.url)
     for name in _input_names(inputs) or ():
-        if not name.startswith("@") and "://" not in name and os.path.realpath(name) == here:
+        if not name.startswith("@") and not is_url(name) and os.path.realpath(name) == here:
             raise ValueError(f"the output {out.url} is also an input; write the shards to another folder")
 
 

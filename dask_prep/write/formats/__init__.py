@@ -22,6 +22,7 @@ __all__ = ["ShardFormat", "ShardFile", "register_format", "get_format", "format_
 _BUILTIN = {
     "parquet": "dask_prep.write.formats.parquet:ParquetFormat",
     "pickle": "dask_prep.write.formats.pickle:PickleFormat",
+    "tokens": "dask_prep.write.formats.tokens:TokensFormat",
 }
 _CLASSES: dict[str, type[ShardFormat]] = {}
 
