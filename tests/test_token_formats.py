@@ -17,7 +17,7 @@ import dask_prep as dp
 
 from helpers import write as write_file
 
-NAME = "out [1] #tok ü -x"  # a folder name with spaces, unicode, #, [ and a dash (an output path with "::" is an fsspec chain)
+NAME = "out [1] #tok ::ü -x"  # a folder name with spaces, unicode, ::, #, [ and a leading dash
 DOCS = [{"input_ids": list(range(i * 7 % 1000, i * 7 % 1000 + 1 + i % 13))} for i in range(211)]
 
 
