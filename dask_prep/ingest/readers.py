@@ -8,9 +8,8 @@ import lzma
 import posixpath
 from collections.abc import Iterator
 
-import fsspec
-
 from ..errors import BinaryFileError, EmptyFileError
+from ..paths import filesystem, is_url
 from .sources import COMPRESSIONS
 
 __all__ = ["open_bytes", "read_bytes", "read_text", "read_paragraphs", "iter_lines"]
@@ -30,14 +29,17 @@ def open_bytes(path: str, storage_options: dict | None = None) -> io.IOBase:
         import zstandard
         return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(
             open_bytes_raw(path, storage_options), closefd=True))
-    if "://" in path:
-        return fsspec.open(path, "rb", compression=comp, **(storage_options or {})).open()
+    if is_url(path):
+        fs, name = filesystem(path, storage_options)
+        return fs.open(name, "rb", compression=comp)
     return _LOCAL[comp](path, "rb")
 
 
 def open_bytes_raw(path: str, storage_options: dict | None = None) -> io.IOBase:
-    if "://" in path:
-        return fsspec.open(path, "rb", **(storage_options or {})).open()
+    """``path`` as stored (no decompression); a local name is never parsed as a URL."""
+    if is_url(path):
+        fs, name = filesystem(path, storage_options)
+        return fs.open(name, "rb")
     return open(path, "rb")
 
 

@@ -27,10 +27,10 @@ import os
 import uuid
 from collections.abc import Callable
 
-from fsspec.core import url_to_fs
 from fsspec.implementations.local import LocalFileSystem
 
 from ..errors import OutputExistsError
+from ..paths import filesystem
 
 __all__ = ["OutputDir", "MANIFEST", "ERRORS", "SOURCES", "WORK", "OLD_MANIFEST", "OLD_ERRORS",
            "OLD_SOURCES", "check_writable"]
@@ -50,7 +50,7 @@ class OutputDir:
     def __init__(self, url: str | os.PathLike, storage_options: dict | None = None):
         self.url = os.fspath(url)
         self.storage_options = dict(storage_options or {})
-        self.fs, self.root = url_to_fs(self.url, **self.storage_options)
+        self.fs, self.root = filesystem(self.url, self.storage_options)
         self.local = isinstance(self.fs, LocalFileSystem)
         if self.local:
             self.root = os.path.abspath(self.root)
