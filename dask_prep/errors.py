@@ -22,6 +22,8 @@ __all__ = [
     "TooManyErrorsError",
     "ConverterNotFoundError",
     "SourceError",
+    "UnguardedScriptError",
+    "WorkerKilledError",
     "error_name",
 ]
 
@@ -112,3 +114,14 @@ def error_name(exc: BaseException) -> str:
     cls = type(exc)
     module = cls.__module__.split(".")[0]
     return cls.__name__ if module in ("builtins", "dask_prep") else f"{module}.{cls.__name__}"
+
+
+class UnguardedScriptError(DaskPrepError, RuntimeError):
+    """``run`` was called at the top level of a script without
+    ``if __name__ == "__main__":``, which the local cluster's worker processes
+    would run again when they start."""
+
+
+class WorkerKilledError(DaskPrepError, RuntimeError):
+    """A task killed every worker that ran it (out of memory, a crash in native
+    code); the message names the partition and its sources."""

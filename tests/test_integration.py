@@ -121,7 +121,7 @@ def test_cli_usage_errors_exit_2_and_failures_exit_1(corpus, tmp_path):
     (tmp_path / "o2").mkdir()
     (tmp_path / "o2" / "keep.txt").write_text("x")
     r = cli("run", root, "-o", tmp_path / "o2", "--workers", "1")
-    assert r.returncode == 1 and "did not write" in r.stderr and "Traceback" not in r.stderr
+    assert r.returncode == 2 and "did not write" in r.stderr and "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
     r = cli("run", root, "-o", tmp_path / "o3", "--workers", "1", "--on-error", "raise", "-q")
     assert r.returncode == 1 and ("broken.txt.gz" in r.stderr or "latin1.txt" in r.stderr)

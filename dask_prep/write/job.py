@@ -123,9 +123,11 @@ def job_fingerprint(bag: db.Bag, opts: WriteOptions) -> tuple[str, str, list[str
     dataset is returned as it is only when the dataset fingerprint matches.
     """
     identity, keys = partition_keys(bag)
-    command = _sha256({"bag": identity, "format": opts.format,
-                       "shard_size": opts.shard_size, "layout": VERSION,
-                       "schema": str(opts.schema) if opts.schema is not None else None})
+    what = {"bag": identity, "format": opts.format, "shard_size": opts.shard_size, "layout": VERSION,
+            "schema": str(opts.schema) if opts.schema is not None else None}
+    if opts.format_options:  # absent when empty: earlier datasets keep their fingerprint
+        what["format_options"] = opts.format_options
+    command = _sha256(what)
     return command, _sha256([command, keys]), keys
 
 
@@ -192,7 +194,8 @@ class WriteJob:
         self.command, self.fingerprint, self.keys = job_fingerprint(bag, opts)
         self.spec = WriteSpec(out, opts.format, opts.shard_size, opts.schema, opts.on_error,
                               tuple(conversion_layers(bag)),
-                              format_class=shippable(format_class(opts.format)))
+                              format_class=shippable(format_class(opts.format)),
+                              format_options=tuple(sorted(opts.format_options.items())))
         self.n = bag.npartitions
         self.done: dict[int, PartResult] = {}
         self.merged: dict[int, _Merged] = {}
@@ -229,6 +232,8 @@ class WriteJob:
             out.remove(MANIFEST)
             for name in old.files if old is not None else ():
                 out.remove(name)
+            for name in format_class(old.format).dataset_files if old is not None else ():
+                out.remove(name)  # the old format's own dataset files (MDS index.json)
             out.remove(ERRORS)
             if old is not None and old.get("sources", {}).get("file") == SOURCES:
                 out.remove(SOURCES)
@@ -365,7 +370,7 @@ class WriteJob:
         merged.update(zip(todo, new[len(stale):]))
         entries = commit.rename_shards(self.out, full + [merged[k] for k in range(len(groups))], fmt.suffix)
         error_types = commit.write_errors(self.out, results)
-        fmt.finalize(self.out, entries)
+        format_info = fmt.finalize(self.out, entries)
         if self.source_files is not None:
             self.metadata.setdefault("sources", {}).update(write_sources(self.out, self.source_files))
         t_end = time.perf_counter()
@@ -375,6 +380,8 @@ class WriteJob:
             "schema": schema_to_json(schema), "errors": sum(error_types.values()),
             "error_types": error_types, "partitions": self.n, "fingerprint": self.fingerprint,
             "command": self.command,
+            **({"format_options": self.opts.format_options} if self.opts.format_options else {}),
+            **({"format_info": format_info} if format_info else {}),
             "created_by": f"dask-prep {__version__}", **self.metadata,
             "run": {"elapsed_seconds": round(t_end - self.t0, 3),
                     "commit_seconds": round(t_end - t_commit, 3),
