@@ -107,7 +107,8 @@ def _input_names(inputs) -> list[str] | None:
     ``dask-prep verify --sources`` finds the sources again from anywhere."""
     if isinstance(inputs, Sources):
         return None
-    return [absolute(os.fspath(i)) for i in ([inputs] if isinstance(inputs, (str, os.PathLike)) else inputs)]
+    return [absolute(os.fsdecode(i))
+            for i in ([inputs] if isinstance(inputs, (str, bytes, os.PathLike)) else inputs)]
 
 
 
