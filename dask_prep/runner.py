@@ -94,12 +94,12 @@ class RunResult:
 
 
 def describe_errors(manifest: dict) -> str:
-    """``"32 (EmptyFileError 28, UnicodeDecodeError 4; see errors.jsonl)"``."""
+    """``"32 (EmptyFileError 28, UnicodeDecodeError 4; see .errors.jsonl)"``."""
     n = manifest["errors"]
     if not n:
         return "0"
     kinds = ", ".join(f"{k} {v:,}" for k, v in list(manifest.get("error_types", {}).items())[:4])
-    return f"{n:,} ({kinds + '; ' if kinds else ''}see errors.jsonl)"
+    return f"{n:,} ({kinds + '; ' if kinds else ''}see .errors.jsonl)"
 
 
 def _input_names(inputs) -> list[str] | None:
