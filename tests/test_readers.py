@@ -9,6 +9,7 @@ from hypothesis import given, settings, strategies as st
 from dask_prep.ingest import readers
 from dask_prep.errors import BinaryFileError, EmptyFileError
 from dask_prep.ingest.readers import iter_lines, read_text
+from dask_prep.write.output import ERRORS
 from helpers import write
 
 TEXT = "première ligne\nsecond line\n"
@@ -67,7 +68,7 @@ def test_run_reports_each_cut_file_and_keeps_every_other_record(tmp_path, client
     write(tmp_path / "in" / "plain.txt", "plain line\n")
     result = dp.run([tmp_path / "in"], tmp_path / "out", client=client, converter="lines")
     assert result.records == 4 * 20_000 + 1
-    errors = [json.loads(line) for line in (tmp_path / "out" / "errors.jsonl").read_text().splitlines()]
+    errors = [json.loads(line) for line in (tmp_path / "out" / ERRORS).read_text().splitlines()]
     assert sorted(e["path"] for e in errors) == sorted(str(tmp_path / "in" / f"cut.txt{s}") for s in COMPRESS)
     assert {e["error"] for e in errors} == {"EOFError"}
 
