@@ -7,14 +7,16 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import contextlib
 import logging
+import os
 import sys
 import sysconfig
 
 import click
 
 from ._version import __version__
-from .errors import ConverterNotFoundError, DaskPrepError, TokenizerError
+from .errors import ConverterNotFoundError, DaskPrepError, OutputExistsError, TokenizerError
 from .ingest.converters import converter_names
 from .options import ClusterOptions, ConvertOptions, TokenOptions, WriteOptions
 from .write.formats import format_names
@@ -47,9 +49,6 @@ def _progress(quiet: bool):
         click.echo(f"dashboard: {session.dashboard_link or 'not available'}", err=True)
         click.echo(f"{len(sources):,} sources ({sources.total_bytes:,} bytes) in {npartitions} "
                    f"partitions on {session.workers} worker(s)", err=True)
-        if sources.missing:
-            click.echo(f"warning: {len(sources.missing)} input(s) not found: "
-                       f"{', '.join(sources.missing[:5])}", err=True)
         from tqdm.auto import tqdm
         state["bar"] = tqdm(total=len(sources), unit="src", file=sys.stderr, dynamic_ncols=True)
         state["records"] = state["shards"] = state["errors"] = 0
@@ -81,14 +80,29 @@ def _run(inputs, output, *, quiet=False, **options):
         raise _Interrupted(
             f"interrupted; finished partitions are kept in {output}/.dask-prep: "
             "run the same command again to resume") from None
-    except (ConverterNotFoundError, TokenizerError) as exc:
+    except (ConverterNotFoundError, OutputExistsError, TokenizerError) as exc:
         raise _Usage(str(exc)) from None
-    except (DaskPrepError, OSError, ValueError, TypeError, RuntimeError) as exc:
-        raise _Fail(f"{type(exc).__name__}: {exc}") from None
+    except Exception as exc:  # one line, never a traceback (-vv logs it)
+        logging.getLogger(__name__).debug("the run failed", exc_info=True)
+        raise _Fail(f"{type(exc).__name__}: {_one_line(exc)}") from None
     finally:
         close()
     click.echo(result.summary())
     return result
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or repr(exc)
+    return text if len(text) <= 1000 else text[:1000] + " ..."
+
+
+def _existing_file(ctx, param, value):
+    """A local file that must exist (a URL is checked when it is read)."""
+    if value is not None and "://" not in value and not os.path.isfile(value):
+        what = "is a directory" if os.path.isdir(value) else "does not exist"
+        raise click.BadParameter(f"{value!r} {what}; give a file of paths, basenames or globs, "
+                                 "one a line")
+    return value
 
 
 def _group(key: str, build, *options):
@@ -120,7 +134,7 @@ convert_options = functools.partial(
     _group, "convert", _convert,
     click.option("--converter", default="text", show_default=True,
                  help=f"{'|'.join(converter_names())}, module:func or file.py:func"),
-    click.option("--exclude", type=click.Path(dir_okay=False), help="file of paths, basenames or globs to skip"),
+    click.option("--exclude", callback=_existing_file, help="file of paths, basenames or globs to skip"),
     click.option("--suffix", "suffixes", multiple=True, help=SUFFIXES_HELP),
     click.option("--on-error", type=click.Choice(["skip", "raise"]), default="skip", show_default=True),
     click.option("--encoding-errors", type=click.Choice(["strict", "replace"]), default="strict",
@@ -201,19 +215,52 @@ cluster_options = functools.partial(
     click.option("--tls-key", type=click.Path(exists=True, dir_okay=False), help="client private key (TLS)"))
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Plain(logging.Formatter):
+    """``dask-prep: warning: 2 input(s) not found: ...``"""
+
+    def format(self, record):
+        return f"dask-prep: {record.levelname.lower()}: {record.getMessage()}"
+
+
+@contextlib.contextmanager
+def _usage_in_one_line():
+    """Click's usage errors as one line (``dask-prep: error: ...``), exit 2."""
+    try:
+        yield
+    except click.UsageError as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":
+            raise
+        hint = f" (see '{exc.ctx.command_path} -h')" if exc.ctx is not None else ""
+        raise _Usage(f"{exc.format_message()}{hint}") from None
+
+
+class _Group(click.Group):
+    def make_context(self, *args, **kwargs):
+        with _usage_in_one_line():
+            return super().make_context(*args, **kwargs)
+
+    def invoke(self, ctx):
+        with _usage_in_one_line():
+            return super().invoke(ctx)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="dask-prep")
 @click.option("-v", "--verbose", count=True, help="more log output (-vv for debug)")
 def main(verbose):
     """Turn document corpora into exact fixed-size training shards on Dask."""
     level = [logging.WARNING, logging.INFO, logging.DEBUG][min(verbose, 2)]
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s") if verbose
+                         else _Plain())
+    logging.basicConfig(level=level, handlers=[handler])
     logging.getLogger("dask_prep").setLevel(level)
     # distributed sets its loggers to INFO when imported; a one-screen CLI shows
     # cluster start/stop chatter only when asked (-vv).
     import distributed  # noqa: F401  (so its logging set-up runs before ours)
+    # (at the default level not even its errors: a failed run says why in one line)
     for name in ("distributed", "tornado"):
-        logging.getLogger(name).setLevel([logging.ERROR, logging.WARNING, logging.DEBUG][min(verbose, 2)])
+        logging.getLogger(name).setLevel([logging.CRITICAL, logging.WARNING, logging.DEBUG][min(verbose, 2)])
     # bokeh warns that the dashboard accepts any Host header; it listens on 127.0.0.1 only
     logging.getLogger("bokeh").setLevel(logging.DEBUG if verbose >= 2 else logging.ERROR)
 
@@ -228,6 +275,8 @@ def main(verbose):
 @click.option("-q", "--quiet", is_flag=True, help="print only the summary")
 def run_cmd(inputs, output, convert, write, tokens, cluster, quiet):
     """Convert INPUT... (files, directories, globs, @lists, URLs) into shards in OUTPUT."""
+    if quiet:  # the summary (or the error) only, no warnings
+        logging.getLogger("dask_prep").setLevel(logging.ERROR)
     write = dataclasses.replace(write, on_error=convert.on_error)
     _run(inputs, output, quiet=quiet, convert=convert, write=write, tokens=tokens, cluster=cluster,
          progress=False)
@@ -365,4 +414,4 @@ def demo(output, workers, format_, overwrite):
 
 
 if __name__ == "__main__":  # pragma: no cover
-    main()
+    main(prog_name="dask-prep")

@@ -23,6 +23,8 @@ __all__ = [
     "TooManyErrorsError",
     "ConverterNotFoundError",
     "SourceError",
+    "UnguardedScriptError",
+    "WorkerKilledError",
     "error_name",
 ]
 
@@ -51,7 +53,7 @@ class OutputInUseError(DaskPrepError, RuntimeError):
 
 
 class ManifestError(DaskPrepError, ValueError):
-    """``manifest.json`` is missing, unreadable or inconsistent."""
+    """``.manifest.json`` is missing, unreadable or inconsistent."""
 
 
 class PickleNotAllowedError(DaskPrepError, PermissionError):
@@ -89,7 +91,7 @@ class ConverterNotFoundError(DaskPrepError, LookupError):
 
 @dataclass
 class SourceError:
-    """One failed source, or one bad item inside a source, as ``errors.jsonl`` lists it."""
+    """One failed source, or one bad item inside a source, as ``.errors.jsonl`` lists it."""
 
     path: str
     error: str
@@ -117,3 +119,14 @@ def error_name(exc: BaseException) -> str:
     cls = type(exc)
     module = cls.__module__.split(".")[0]
     return cls.__name__ if module in ("builtins", "dask_prep") else f"{module}.{cls.__name__}"
+
+
+class UnguardedScriptError(DaskPrepError, RuntimeError):
+    """``run`` was called at the top level of a script without
+    ``if __name__ == "__main__":``, which the local cluster's worker processes
+    would run again when they start."""
+
+
+class WorkerKilledError(DaskPrepError, RuntimeError):
+    """A task killed every worker that ran it (out of memory, a crash in native
+    code); the message names the partition and its sources."""

@@ -15,7 +15,7 @@ functions also take their fields as keywords, which :func:`split` sorts out.
 >>> split({"shard_sise": 5}, WriteOptions)
 Traceback (most recent call last):
 ...
-TypeError: unexpected option 'shard_sise'; did you mean 'shard_size'? (options: allow_empty, format, max_errors, on_error, overwrite, schema, shard_size)
+TypeError: unexpected option 'shard_sise'; did you mean 'shard_size'? (options: allow_empty, format, format_options, max_errors, on_error, overwrite, schema, shard_size)
 """
 from __future__ import annotations
 
@@ -103,7 +103,9 @@ class WriteOptions:
     replaces an earlier dataset or writes into a folder holding other files;
     ``max_errors`` stops the run when more sources fail: a count, or a fraction
     of the sources; ``allow_empty`` accepts a run that finds no sources or
-    whose sources give no records (else it fails and writes no manifest).
+    whose sources give no records (else it fails and writes no manifest);
+    ``format_options`` are the format's own (``{"vocab_size": 50257}`` for the
+    token formats), part of what makes two writes the same.
     """
 
     format: str = "parquet"
@@ -113,9 +115,11 @@ class WriteOptions:
     overwrite: bool = False
     max_errors: int | float | None = None
     allow_empty: bool = False
+    format_options: dict = field(default_factory=dict)
 
     def __post_init__(self):
         _positive_int("shard_size", self.shard_size)
+        object.__setattr__(self, "format_options", dict(self.format_options or {}))
         check_choice("on_error", self.on_error, ON_ERROR)
         m = self.max_errors
         if m is not None and (isinstance(m, bool) or not isinstance(m, (int, float))):
@@ -125,7 +129,8 @@ class WriteOptions:
         if isinstance(m, int) and m < 0:
             raise ValueError(f"max_errors must be >= 0, not {m}")
         from .write.formats import get_format
-        get_format(self.format, self.schema)  # an unknown format or a schema it cannot take
+        # an unknown format, a schema or options it cannot take
+        get_format(self.format, self.schema, **self.format_options)
 
     def error_limit(self, sources: int | None) -> int | None:
         """The most failed sources allowed; by default fewer than all ``sources``."""

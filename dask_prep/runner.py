@@ -1,9 +1,11 @@
 """Run: the whole job (discover, plan, convert, shard, commit) on a Dask cluster."""
 from __future__ import annotations
 
+import ast
 import html
 import logging
 import os
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
@@ -13,8 +15,9 @@ from dataclasses import dataclass, field, replace
 from .ingest.convert import bag_of
 from .ingest.converters import resolve_converter
 from .ingest.plan import plan_partitions
-from .errors import NoSourcesError
+from .errors import NoSourcesError, UnguardedScriptError, WorkerKilledError
 from .ingest.sources import Sources, discover
+from .paths import absolute, is_url
 from .options import ClusterOptions, ConvertOptions, TokenOptions, WriteOptions, split
 from .runtime.cluster import dask_session
 from .runtime.execute import ON_SUBMIT
@@ -96,12 +99,12 @@ class RunResult:
 
 
 def describe_errors(manifest: dict) -> str:
-    """``"32 (EmptyFileError 28, UnicodeDecodeError 4; see errors.jsonl)"``."""
+    """``"32 (EmptyFileError 28, UnicodeDecodeError 4; see .errors.jsonl)"``."""
     n = manifest["errors"]
     if not n:
         return "0"
     kinds = ", ".join(f"{k} {v:,}" for k, v in list(manifest.get("error_types", {}).items())[:4])
-    return f"{n:,} ({kinds + '; ' if kinds else ''}see errors.jsonl)"
+    return f"{n:,} ({kinds + '; ' if kinds else ''}see .errors.jsonl)"
 
 
 def _input_names(inputs) -> list[str] | None:
@@ -109,18 +112,15 @@ def _input_names(inputs) -> list[str] | None:
     ``dask-prep verify --sources`` finds the sources again from anywhere."""
     if isinstance(inputs, Sources):
         return None
-    return [_absolute(os.fspath(i)) for i in ([inputs] if isinstance(inputs, (str, os.PathLike)) else inputs)]
+    return [absolute(os.fsdecode(i))
+            for i in ([inputs] if isinstance(inputs, (str, bytes, os.PathLike)) else inputs)]
 
 
-def _absolute(name: str) -> str:
-    if name.startswith("@"):
-        return "@" + _absolute(name[1:])
-    return name if "://" in name else os.path.abspath(name)
 
 
 def _exclude_name(exclude):
     if isinstance(exclude, (str, os.PathLike)):
-        return _absolute(os.fspath(exclude))
+        return absolute(os.fspath(exclude))
     return list(exclude) if exclude is not None else None
 
 
@@ -131,7 +131,7 @@ def _check_not_an_input(out: OutputDir, inputs) -> None:
         return
     here = os.path.realpath(out.url)
     for name in _input_names(inputs) or ():
-        if not name.startswith("@") and "://" not in name and os.path.realpath(name) == here:
+        if not name.startswith("@") and not is_url(name) and os.path.realpath(name) == here:
             raise ValueError(f"the output {out.url} is also an input; write the shards to another folder")
 
 
@@ -203,6 +203,82 @@ def _notebook_progress():
         ON_SUBMIT.reset(token)
 
 
+def _starts_local_cluster(where: ClusterOptions) -> bool:
+    if where.client is not None or where.scheduler is not None:
+        return False
+    from .runtime.execute import current_client
+    return where.workers is not None or current_client() is None
+
+
+def _guard_lines(path: str) -> list[tuple[int, int]]:
+    """The line ranges of ``if __name__ == "__main__":`` blocks in the script at ``path``."""
+    try:
+        with open(path, "rb") as f:
+            tree = ast.parse(f.read())
+    except (OSError, SyntaxError, ValueError):
+        return []
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and "__main__" in ast.unparse(node.test) \
+                and "__name__" in ast.unparse(node.test):
+            out.append((node.lineno, node.end_lineno or node.lineno))
+    return out
+
+
+def check_guarded_main() -> None:
+    """Refuse to start worker processes from the unguarded top level of a script.
+
+    Worker processes (spawn or forkserver, Dask's default) import the main
+    script again; called from its top level without ``if __name__ ==
+    "__main__":``, each would start a run of its own and the cluster would
+    never start (Dask's "Nanny failed to start", after a long traceback).
+    """
+    import dask
+    import distributed  # noqa: F401  (its config defaults)
+    if dask.config.get("distributed.worker.multiprocessing-method") == "fork":
+        return
+    main = sys.modules.get("__main__")
+    script = getattr(main, "__file__", None)
+    if script is None or getattr(main, "__spec__", None) is not None:
+        return  # python -c, an interactive session, a notebook, or python -m (imported by name)
+    frame = sys._getframe(1)
+    while frame is not None:
+        if frame.f_code.co_name == "<module>" and frame.f_globals.get("__name__") == "__main__":
+            break
+        frame = frame.f_back
+    if frame is None:
+        return
+    line = frame.f_lineno
+    if not os.path.isfile(script):
+        raise UnguardedScriptError(
+            f"dask_prep.run starts worker processes, which cannot re-import a script read from "
+            f"{script}: save it to a file and put the call under 'if __name__ == \"__main__\":'")
+    if any(a <= line <= b for a, b in _guard_lines(script)):
+        return
+    raise UnguardedScriptError(
+        f"{script} line {line} calls dask_prep.run at the top level of the script: the local "
+        "cluster's worker processes re-import the script, so put the call under "
+        "'if __name__ == \"__main__\":' (or pass scheduler=/client= for a running cluster)")
+
+
+def _killed(exc: BaseException, parts: list) -> WorkerKilledError:
+    """One line for Dask's ``KilledWorker``: which partition, which sources, what to try."""
+    key = exc.task if hasattr(exc, "task") else None
+    index = key[1] if isinstance(key, tuple) and len(key) == 2 and str(key[0]).startswith(
+        "dask-prep-write-") and isinstance(key[1], int) else None
+    if index is not None and index < len(parts):
+        paths = list(dict.fromkeys(piece.path for piece in parts[index]))
+        shown = ", ".join(paths[:3]) + (f" and {len(paths) - 3:,} more" if len(paths) > 3 else "")
+        what = f"partition {index} ({len(paths):,} source(s): {shown})"
+    else:
+        what = f"task {key!r}"
+    tries = getattr(exc, "allowed_failures", 3) + 1
+    return WorkerKilledError(
+        f"{what} killed {tries} workers in turn (out of memory, or a crash in native code): "
+        "give each worker more memory (--memory-limit), make tasks smaller (--partition-size), "
+        "or --exclude the file")
+
+
 def run(inputs, output, *, convert: ConvertOptions | None = None, write: WriteOptions | None = None,
         cluster: ClusterOptions | None = None, tokens: TokenOptions | None = None,
         progress: bool | None = None,
@@ -256,6 +332,8 @@ def run(inputs, output, *, convert: ConvertOptions | None = None, write: WriteOp
     _check_not_an_input(out, inputs)
     check_writable(out, write_opts.overwrite)  # before starting a cluster
     conv = resolve_converter(conv_opts.converter, encoding_errors=conv_opts.encoding_errors)
+    if _starts_local_cluster(where):
+        check_guarded_main()
     with ExitStack() as stack:
         def prepare():
             with fewer_collections():  # one object (or more) per file
@@ -298,7 +376,12 @@ def run(inputs, output, *, convert: ConvertOptions | None = None, write: WriteOp
             job = TokenJob(bag, out, write_opts, token_opts, **kwargs)
         else:
             job = WriteJob(bag, out, write_opts, **kwargs)
-        manifest = job.run()
+        try:
+            manifest = job.run()
+        except Exception as exc:
+            if type(exc).__name__ == "KilledWorker":
+                raise _killed(exc, parts) from None
+            raise
     return RunResult(os.fspath(output), manifest, len(sources), list(sources.missing),
                      sources.excluded, time.perf_counter() - t0, session.workers,
                      session.dashboard_link)

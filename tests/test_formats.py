@@ -57,12 +57,35 @@ def toy_formats(monkeypatch):
     dp.register_format(JsonLinesIndexed)
 
 
-FORMATS = ["parquet", "pickle", "toy-jsonl", "toy-indexed"]
+FORMATS = ["parquet", "pickle", "toy-jsonl", "toy-indexed", "tokens", "megatron"]
+#: Formats that hold token ids only: their records are ``{"input_ids": [...]}``.
+TOKEN_FORMATS = {"tokens", "megatron"}
 RECORDS = [{"text": f"doc {i}", "token_ids": list(range(1, i % 7 + 2))} for i in range(53)]
+TOKEN_RECORDS = [{"input_ids": [i, *range(1, i % 7 + 2)]} for i in range(53)]
+
+
+def test_every_registered_format_is_in_the_contract_suite():
+    assert set(registry.format_names()) <= set(FORMATS)
+
+
+def records_of(fmt):
+    return TOKEN_RECORDS if fmt in TOKEN_FORMATS else RECORDS
+
+
+def column_of(fmt):
+    return "input_ids" if fmt in TOKEN_FORMATS else "token_ids"
+
+
+def canonical(fmt, records):
+    """Records as comparable tuples, in the order they were made."""
+    if fmt in TOKEN_FORMATS:
+        return sorted(tuple(int(x) for x in r["input_ids"]) for r in records)
+    got = sorted(records, key=lambda r: int(r["text"].split()[1]))
+    return [(r["text"], list(r["token_ids"])) for r in got]
 
 
 def write(tmp_path, fmt, **kwargs):
-    bag = db.from_sequence(RECORDS, npartitions=4)
+    bag = db.from_sequence(records_of(fmt), npartitions=4)
     return dp.write_shards(bag, tmp_path / "out", format=fmt, shard_size=10, **kwargs)
 
 
@@ -77,9 +100,7 @@ def test_write_verify_open_iterate(tmp_path, fmt):
     assert dp.verify(tmp_path / "out").ok
     ds = opened(tmp_path / "out", fmt)
     assert len(ds) == 53
-    got = sorted(list(ds), key=lambda r: int(r["text"].split()[1]))
-    assert [(r["text"], list(r["token_ids"])) for r in got] == \
-        [(r["text"], r["token_ids"]) for r in RECORDS]
+    assert canonical(fmt, list(ds)) == canonical(fmt, records_of(fmt))
     assert len(ds.to_bag().compute(scheduler="sync")) == 53
 
 
@@ -106,10 +127,11 @@ def test_verify_sees_a_changed_byte_and_a_stray_shard(tmp_path, fmt):
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_batches_of_token_ids(tmp_path, fmt):
     write(tmp_path, fmt)
-    batches = list(opened(tmp_path / "out", fmt).iter_batches(8, column="token_ids"))
+    column = column_of(fmt)
+    batches = list(opened(tmp_path / "out", fmt).iter_batches(8, column=column))
     assert sum(len(b["lengths"]) for b in batches) == 53
     lengths = sorted(int(n) for b in batches for n in b["lengths"])
-    assert lengths == sorted(len(r["token_ids"]) for r in RECORDS)
+    assert lengths == sorted(len(r[column]) for r in records_of(fmt))
 
 
 @pytest.mark.parametrize("fmt", FORMATS)

@@ -62,11 +62,11 @@ def test_s3_round_trip_matches_local_run(s3, client, tmp_path):
     ds = dp.open("s3://out/ds", storage_options=s3)
     assert len(ds) == remote.records and dp.verify("s3://out/ds", storage_options=s3).ok
     keys = sorted(k.rsplit("/", 1)[1] for k in fs.ls("out/ds", refresh=True))
-    assert keys == ["_sources.jsonl", "errors.jsonl", "manifest.json"] + [f"shard-{i:05d}.parquet" for i in range(len(ds.shards))]
+    assert keys == [".errors.jsonl", ".manifest.json", ".sources.jsonl"] + [f"shard-{i:05d}.parquet" for i in range(len(ds.shards))]
     for s in ds.shards:  # the same bytes as the local run
         assert fs.cat_file(f"out/ds/{s['file']}") == (tmp_path / "local" / s["file"]).read_bytes()
     assert ds.to_dataframe().compute().shape[0] == remote.records
-    m = json.loads(fs.cat_file("out/ds/manifest.json"))
+    m = json.loads(fs.cat_file("out/ds/.manifest.json"))
     nbytes = sum(s["bytes"] for s in m["shards"])
     print(f"S3 round trip: {remote.records} records, {nbytes} bytes in {len(m['shards'])} shards, "
           f"{elapsed:.2f} s (local run {local.elapsed:.2f} s)")
@@ -79,3 +79,20 @@ def test_s3_output_refuses_foreign_files(s3, tmp_path):
     make_corpus(tmp_path / "in", n=2)
     with pytest.raises(dp.OutputExistsError, match="notes.txt"):
         dp.run([tmp_path / "in"], "s3://busy/ds", storage_options=s3, workers=1)
+
+
+def test_s3_keys_with_colons_hashes_and_glob_characters_are_those_keys(s3, client, tmp_path):
+    """In a URL, "::" is a chain only before another protocol: a key named
+    ``Algorithm::Diff.3pm.gz`` (or with ``#``, ``?``, ``[``) is that key."""
+    import gzip
+    fs = s3fs.S3FileSystem(skip_instance_cache=True, **s3)
+    fs.mkdir("odd")
+    names = ["Algorithm::Diff.3pm.gz", "a#b.txt", "q?x.txt", "br[1].txt"]
+    for i, n in enumerate(names):
+        body = f"Body {i}.".encode()
+        fs.pipe_file(f"odd/man/{n}", gzip.compress(body) if n.endswith(".gz") else body)
+    fs.pipe_file("odd/man/br1.txt", b"decoy")
+    given = [f"s3://odd/man/{n}" for n in names]
+    result = dp.run(given, tmp_path / "out", storage_options=s3, client=client, converter="text")
+    assert result.missing == [] and result.errors == 0
+    assert sorted(r["text"] for r in dp.open(tmp_path / "out")) == [f"Body {i}." for i in range(4)]

@@ -18,6 +18,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 import dask_prep as dp
 from dask_prep.errors import OutputExistsError, TokenizerError
+from dask_prep.write.output import ERRORS, MANIFEST
 from dask_prep.tokens.tokenizer import loads, resolve_tokenizer
 from helpers import dask_prep_cli, dask_processes, env_without_client, write
 
@@ -109,7 +110,7 @@ def test_text_field_of_jsonl_records_and_records_without_one(tmp_path, tok_path)
     assert got == [[bos] + tok.encode(t, add_special_tokens=False).ids for t in ("first doc", "last one")]
     t = res.manifest["tokens"]
     assert (t["documents"], t["empty_documents"], t["bos_id"], t["eos_id"]) == (2, 1, bos, None)
-    errors = [json.loads(x) for x in (tmp_path / "out" / "errors.jsonl").read_text().splitlines()]
+    errors = [json.loads(x) for x in (tmp_path / "out" / ERRORS).read_text().splitlines()]
     assert [(e["error"], e["line"]) for e in errors] == [("TextFieldError", 3), ("TextFieldError", 4)]
     assert "no text field 'body'" in errors[0]["message"] and "holds int" in errors[1]["message"]
 
@@ -223,14 +224,14 @@ def test_resume_after_sigkill_gives_identical_shards(tmp_path, tok_path):
         time.sleep(0.02)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    assert not (out / "manifest.json").exists()
+    assert not (out / MANIFEST).exists()
     again = subprocess.run(dask_prep_cli() + args + ["-o", str(out)], timeout=240,
                            capture_output=True, text=True, env=env_without_client())
     assert again.returncode == 0, again.stderr
-    manifest = json.loads((out / "manifest.json").read_text())
+    manifest = json.loads((out / MANIFEST).read_text())
     assert manifest["run"]["resumed_partitions"] >= 3
     assert shard_bytes(out) == shard_bytes(tmp_path / "fresh") != {}
-    assert manifest["tokens"] == json.loads((tmp_path / "fresh" / "manifest.json").read_text())["tokens"]
+    assert manifest["tokens"] == json.loads((tmp_path / "fresh" / MANIFEST).read_text())["tokens"]
 
 
 @pytest.mark.slow

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import fnmatch
+import glob
 import hashlib
 import json
 import os
@@ -19,9 +20,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from operator import attrgetter
 
-import fsspec
-from fsspec.core import url_to_fs
 from fsspec.implementations.local import LocalFileSystem
+
+from ..paths import filesystem, is_url
 
 __all__ = ["Source", "Sources", "discover", "COMPRESSIONS"]
 
@@ -133,9 +134,10 @@ def discover(
 
 
 def _as_list(inputs) -> list[str]:
-    if isinstance(inputs, (str, os.PathLike)):
-        return [os.fspath(inputs)]
-    return [os.fspath(i) for i in inputs]
+    """Names as ``str``: a ``bytes`` name (not UTF-8, say) as ``os.fsdecode`` gives it."""
+    if isinstance(inputs, (str, bytes, os.PathLike)):
+        return [os.fsdecode(inputs)]
+    return [os.fsdecode(i) for i in inputs]
 
 
 def _as_suffixes(suffixes) -> tuple[str, ...]:
@@ -152,7 +154,8 @@ def _exclude_patterns(exclude) -> list[str]:
     if isinstance(exclude, (str, os.PathLike)):
         path = os.fspath(exclude)
         try:
-            with fsspec.open(path, "rt", encoding="utf-8") as f:
+            fs, local = filesystem(path)
+            with fs.open(local, "rt", encoding="utf-8", errors="surrogateescape") as f:
                 lines = f.read().splitlines()
         except FileNotFoundError:
             raise FileNotFoundError(f"exclude list {path!r} does not exist; pass a file "
@@ -164,7 +167,7 @@ def _exclude_patterns(exclude) -> list[str]:
         line = line.strip()
         if line and not line.startswith("#"):
             patterns.append(line)
-            if not _has_magic(line) and not _is_url(line):
+            if not _has_magic(line) and not is_url(line):
                 patterns.append(os.path.abspath(line))
     return patterns
 
@@ -181,10 +184,6 @@ def _excluded(path: str, patterns: list[str]) -> bool:
 
 def _has_magic(s: str) -> bool:
     return any(c in s for c in "*?[")
-
-
-def _is_url(s: str) -> bool:
-    return "://" in s
 
 
 def _hidden(path: str, below: str, pattern: str = "") -> bool:
@@ -212,19 +211,28 @@ def _expand(inp: str, suffixes, storage_options, missing, patterns=()) -> Iterab
     if inp.startswith("@"):
         yield from _expand_list(inp[1:], suffixes, storage_options, missing, patterns)
         return
-    fs, root = url_to_fs(inp, **storage_options)
+    fs, root = filesystem(inp, storage_options)
     local = isinstance(fs, LocalFileSystem)
     name = (lambda p: os.path.abspath(p)) if local else fs.unstrip_protocol
-    if _has_magic(root):
-        static = root[: min(root.find(c) for c in "*?[" if c in root)].rsplit("/", 1)[0]
-        infos = [i for i in fs.glob(root, detail=True).values() if i["type"] == "file"]
+    # a name that exists is that file or folder, glob characters or not
+    exists = os.path.lexists(root) if local else _has_magic(root) and fs.exists(root)
+    if _has_magic(root) and not exists:
+        static, pattern = _literal_folders(root) if local else (None, root)
+        if static is None:
+            static = root[: min(root.find(c) for c in "*?[" if c in root)].rsplit("/", 1)[0]
+        infos = [i for i in fs.glob(pattern, detail=True).values() if i["type"] == "file"]
         if not infos:
             missing.append(inp)
         for info in infos:
             if _keep(info["name"], suffixes) and not _hidden(info["name"], static, root):
                 yield Source(name(info["name"]), int(info["size"] or 0), _stamp(info))
-    elif local and os.path.isdir(root):
-        yield from _walk_local(root, suffixes, patterns, missing)
+    elif local:
+        if os.path.isdir(root):
+            yield from _walk_local(root, suffixes, patterns, missing)
+        elif exists:
+            yield from _local_file(root, missing)
+        else:
+            missing.append(inp)
     elif fs.isdir(root):
         for path, info in fs.find(root, detail=True, withdirs=False).items():
             if info.get("type") == "file" and _keep(path, suffixes) and not _hidden(path, root):
@@ -234,6 +242,35 @@ def _expand(inp: str, suffixes, storage_options, missing, patterns=()) -> Iterab
         yield Source(name(root), int(info.get("size") or 0), _stamp(info))
     else:
         missing.append(inp)
+
+
+def _literal_folders(pattern: str) -> tuple[str | None, str]:
+    """The longest run of leading folders of a local glob that exist by their
+    literal names (``dir [x]/*.txt``: ``dir [x]`` is that folder, not a class),
+    and the pattern with their glob characters escaped."""
+    parts = pattern.split("/")
+    i = 1
+    while i < len(parts) - 1 and os.path.isdir("/".join(parts[: i + 1]) or "/"):
+        i += 1
+    static = "/".join(parts[:i]) or "/"
+    if not _has_magic(static):
+        return None, pattern
+    return static, "/".join([glob.escape(static), *parts[i:]])
+
+
+def _local_file(path: str, missing: list) -> Iterable[Source]:
+    """An existing local name that is not a folder: a regular file is a source;
+    a broken link is kept for its conversion to report; a FIFO, socket or
+    device is reported in ``missing`` (opening a FIFO would block a worker)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        yield Source(path, 0)
+        return
+    if stat.S_ISREG(st.st_mode):
+        yield Source(path, st.st_size, st.st_mtime_ns)
+    else:
+        missing.append(f"{path} (not a regular file)")
 
 
 def _stamp(info: dict) -> int | str | None:
@@ -253,27 +290,45 @@ def _stamp(info: dict) -> int | str | None:
 def _walk_local(root: str, suffixes, patterns, missing: list) -> Iterable[Source]:
     """Walk a local tree, not descending into hidden or excluded directories.
 
-    FIFOs, sockets and devices are reported in ``missing`` (opening a FIFO would
-    block a worker forever); a broken link is kept for its conversion to report.
+    Links to folders are followed once every real folder is walked, each
+    folder at most once (a loop, or a second way into a folder, is reported in
+    ``missing`` and not followed). An unreadable folder, a FIFO, socket or
+    device (opening a FIFO would block a worker forever) is reported in
+    ``missing``; a broken link or a link loop among the files is kept for its
+    conversion to report, as an unreadable file is.
     """
-    folders = [os.path.abspath(root)]
-    while folders:
+    root = os.path.abspath(root)
+    folders, links, seen = [root], [], set()
+    while folders or links:
+        folder = folders.pop() if folders else links.pop()
         try:
-            entries = list(os.scandir(folders.pop()))
-        except OSError:  # unreadable or vanished: as os.walk, skip it
+            st = os.stat(folder)
+            if (st.st_dev, st.st_ino) in seen:
+                missing.append(f"{folder} (link to a folder walked already: a loop or a second "
+                               "way in; not followed)")
+                continue
+            seen.add((st.st_dev, st.st_ino))
+            with os.scandir(folder) as it:
+                entries = sorted(it, key=attrgetter("name"), reverse=True)
+        except OSError as exc:
+            missing.append(f"{folder} (folder not readable: {exc.strerror or exc})")
             continue
         for entry in entries:
             if entry.name.startswith("."):
                 continue
-            if entry.is_dir():  # a link to a folder is not followed (as os.walk)
-                if not entry.is_symlink() and not _excluded(entry.path + "/", patterns):
-                    folders.append(entry.path)
+            try:
+                is_dir = entry.is_dir()
+            except OSError:  # a link loop: not a folder
+                is_dir = False
+            if is_dir:
+                if not _excluded(entry.path + "/", patterns):
+                    (links if entry.is_symlink() else folders).append(entry.path)
                 continue
             if not _keep(entry.name, suffixes):
                 continue
             try:
                 st = entry.stat()
-            except OSError:  # a broken link: its conversion reports the error
+            except OSError:  # a broken link or a loop: its conversion reports the error
                 yield Source(entry.path, 0)
                 continue
             if stat.S_ISREG(st.st_mode):
@@ -284,15 +339,16 @@ def _walk_local(root: str, suffixes, patterns, missing: list) -> Iterable[Source
 
 def _expand_list(list_path: str, suffixes, storage_options, missing, patterns) -> Iterable[Source]:
     try:
-        with fsspec.open(list_path, "rt", encoding="utf-8", **storage_options) as f:
+        fs, path = filesystem(list_path, storage_options)
+        with fs.open(path, "rt", encoding="utf-8", errors="surrogateescape") as f:
             entries = [line.strip() for line in f.read().splitlines()]
     except FileNotFoundError:
         missing.append("@" + list_path)
         return
-    base = posixpath.dirname(list_path) if _is_url(list_path) else os.path.dirname(list_path)
+    base = posixpath.dirname(list_path) if is_url(list_path) else os.path.dirname(list_path)
     for entry in entries:
         if not entry or entry.startswith("#"):
             continue
-        if not (_is_url(entry) or os.path.isabs(entry)):
-            entry = posixpath.join(base, entry) if _is_url(list_path) else os.path.join(base, entry)
+        if not (is_url(entry) or os.path.isabs(entry)):
+            entry = posixpath.join(base, entry) if is_url(list_path) else os.path.join(base, entry)
         yield from _expand(entry, suffixes, storage_options, missing, patterns)

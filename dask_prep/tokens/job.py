@@ -357,7 +357,7 @@ class TokenJob(WriteJob):
 
     def _convert(self) -> None:
         todo = [i for i in range(self.n) if i not in self.done]
-        name = "dask-prep-tokenize-" + self.fingerprint[:32]
+        name = "dask-prep-write-tokens-" + self.fingerprint[:32]  # (a killed worker names it)
         tasks = fused_tasks(self.bag, tokenize_partition, name,
                             [(i, self.keys[i]) for i in range(self.n)], self.tspec)
         execute(self._ready() + [tasks[i] for i in todo], self._finished)

@@ -30,7 +30,7 @@ from . import commit
 from .formats import format_class
 from .lock import LOCK, RunLock
 from .manifest import VERSION, Manifest
-from .output import ERRORS, MANIFEST, WORK, OutputDir, check_writable
+from .output import ERRORS, MANIFEST, OLD_SOURCES, WORK, OutputDir, check_writable
 from .partition import write_partition
 from .results import PartResult, ShardInfo, load_marker
 from .sources_file import SOURCES, read_sources, source_changes, write_sources
@@ -65,7 +65,7 @@ def write_shards(bag: db.Bag, output, *, options: WriteOptions | None = None,
         ``format`` (``"parquet"``, ``"pickle"`` or a registered format),
         ``shard_size`` (10,000), ``schema`` (a :class:`pyarrow.Schema`; inferred
         and unified when omitted), ``on_error`` (``"skip"``: sources whose
-        records do not fit are left out and listed in ``errors.jsonl``;
+        records do not fit are left out and listed in ``.errors.jsonl``;
         ``"raise"``: the first one stops the run), ``overwrite`` (allow a
         folder holding other files, never deleting them, or replace an earlier
         dataset), ``max_errors`` (stop with
@@ -123,9 +123,11 @@ def job_fingerprint(bag: db.Bag, opts: WriteOptions) -> tuple[str, str, list[str
     dataset is returned as it is only when the dataset fingerprint matches.
     """
     identity, keys = partition_keys(bag)
-    command = _sha256({"bag": identity, "format": opts.format,
-                       "shard_size": opts.shard_size, "layout": VERSION,
-                       "schema": str(opts.schema) if opts.schema is not None else None})
+    what = {"bag": identity, "format": opts.format, "shard_size": opts.shard_size, "layout": VERSION,
+            "schema": str(opts.schema) if opts.schema is not None else None}
+    if opts.format_options:  # absent when empty: earlier datasets keep their fingerprint
+        what["format_options"] = opts.format_options
+    command = _sha256(what)
     return command, _sha256([command, keys]), keys
 
 
@@ -192,7 +194,8 @@ class WriteJob:
         self.command, self.fingerprint, self.keys = job_fingerprint(bag, opts)
         self.spec = WriteSpec(out, opts.format, opts.shard_size, opts.schema, opts.on_error,
                               tuple(conversion_layers(bag)),
-                              format_class=shippable(format_class(opts.format)))
+                              format_class=shippable(format_class(opts.format)),
+                              format_options=tuple(sorted(opts.format_options.items())))
         self.n = bag.npartitions
         self.done: dict[int, PartResult] = {}
         self.merged: dict[int, _Merged] = {}
@@ -217,21 +220,25 @@ class WriteJob:
     def _prepare(self) -> Manifest | None:
         """Make the folder ready; return the existing manifest when this exact job is complete."""
         out, overwrite = self.out, self.opts.overwrite
-        if out.exists(MANIFEST):
+        manifest_name = Manifest.name_in(out)
+        if manifest_name is not None:
             try:
                 old = Manifest.read(out)
             except Exception:
                 old = None
-            if old is not None and old.fingerprint == self.fingerprint and not overwrite:
+            if (old is not None and old.fingerprint == self.fingerprint and old["version"] == VERSION
+                    and not overwrite):
                 return old
             if not overwrite:
                 raise OutputExistsError(self._why_not(old))
-            out.remove(MANIFEST)
+            out.remove(manifest_name)
             for name in old.files if old is not None else ():
                 out.remove(name)
-            out.remove(ERRORS)
-            if old is not None and old.get("sources", {}).get("file") == SOURCES:
-                out.remove(SOURCES)
+            for name in format_class(old.format).dataset_files if old is not None else ():
+                out.remove(name)  # the old format's own dataset files (MDS index.json)
+            out.remove(old.errors_file if old is not None else ERRORS)
+            if old is not None and old.get("sources", {}).get("file") in (SOURCES, OLD_SOURCES):
+                out.remove(old["sources"]["file"])
         if out.exists(RUN_STATE):
             try:
                 previous = json.loads(out.read_bytes(RUN_STATE)).get("command")
@@ -251,6 +258,9 @@ class WriteJob:
     def _why_not(self, old: Manifest | None) -> str:
         """The one line that refuses to replace a complete dataset."""
         url = self.out.url
+        if old is not None and old["version"] < VERSION:
+            return (f"{url} holds a dask-prep dataset of layout version {old['version']} "
+                    f"({old.name}); pass --overwrite to write it again as version {VERSION}")
         if old is None or old.get("command") != self.command:
             return (f"{url} already holds a dask-prep dataset made from other inputs or options; "
                     "choose another directory or pass --overwrite to replace it")
@@ -365,7 +375,7 @@ class WriteJob:
         merged.update(zip(todo, new[len(stale):]))
         entries = commit.rename_shards(self.out, full + [merged[k] for k in range(len(groups))], fmt.suffix)
         error_types = commit.write_errors(self.out, results)
-        fmt.finalize(self.out, entries)
+        format_info = fmt.finalize(self.out, entries)
         if self.source_files is not None:
             self.metadata.setdefault("sources", {}).update(write_sources(self.out, self.source_files))
         t_end = time.perf_counter()
@@ -375,6 +385,8 @@ class WriteJob:
             "schema": schema_to_json(schema), "errors": sum(error_types.values()),
             "error_types": error_types, "partitions": self.n, "fingerprint": self.fingerprint,
             "command": self.command,
+            **({"format_options": self.opts.format_options} if self.opts.format_options else {}),
+            **({"format_info": format_info} if format_info else {}),
             "created_by": f"dask-prep {__version__}", **self.metadata,
             "run": {"elapsed_seconds": round(t_end - self.t0, 3),
                     "commit_seconds": round(t_end - t_commit, 3),

@@ -33,10 +33,11 @@ class WriteSpec:
     #: The format's class, for workers that do not have it registered (a user's own
     #: format travels with the tasks, by value if workers cannot import it).
     format_class: object = None
+    format_options: tuple = ()  # (name, value) pairs given to the format
 
     def new_format(self, schema=None) -> ShardFormat:
         cls = loaded(self.format_class) if self.format_class is not None else format_class(self.format)
-        fmt = cls(schema if schema is not None else self.schema)
+        fmt = cls(schema if schema is not None else self.schema, **dict(self.format_options))
         return fmt.widening() if self.schema_is_hint else fmt
 
 

@@ -155,9 +155,10 @@ class ShardFormat:
         """One schema for shards of the given schemas (formats without one: ``None``)."""
         return None
 
-    def finalize(self, out, shards: list) -> None:
+    def finalize(self, out, shards: list) -> dict | None:
         """Write the dataset-level files (``dataset_files``) once every shard has
-        its final name; ``shards`` are the manifest's shard entries."""
+        its final name; ``shards`` are the manifest's shard entries. A dict
+        returned becomes the manifest's ``format_info`` (dtype, token counts)."""
 
     # -- staging: a partition's leftover records wait for the merge -------------
 
