@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 import dask_prep as dp
+from dask_prep.write.output import ERRORS, MANIFEST
 from helpers import dask_prep_cli, env_without_client, write
 
 
@@ -208,9 +209,9 @@ def test_cli_run_on_a_real_tree_names_every_file_it_cannot_use(tree, tmp_path, c
     assert (f"{a}/caf\\xe9 \\xff\\xfe.txt", "Bytes name.") in got
     assert (f"{a}/ext/linked.txt", "Linked.") in got
     assert len(got) == 5  # b/z.txt, x.txt, y.txt.gz, the bytes name, ext/linked.txt
-    errors = [json.loads(line) for line in (out / "errors.jsonl").read_text().splitlines()]
+    errors = [json.loads(line) for line in (out / ERRORS).read_text().splitlines()]
     assert sorted((e["path"], e["error"]) for e in errors) == [
         (f"{a}/l1.txt", "OSError"), (f"{a}/l2.txt", "OSError")]
     assert all("Too many levels of symbolic links" in e["message"] for e in errors)
-    json.loads((out / "manifest.json").read_text())
+    json.loads((out / MANIFEST).read_text())
     assert dp.verify(out).ok
