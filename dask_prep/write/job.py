@@ -214,7 +214,7 @@ class WriteJob:
 
     def run(self) -> Manifest:
         check_writable(self.out, self.opts.overwrite)
-        with RunLock(self.out):
+        with RunLock(self.out) as self.lock:
             existing = self._prepare()
             if existing is not None:
                 logger.info("%s is already complete; nothing to do", self.out.url)
@@ -433,6 +433,7 @@ class WriteJob:
                     "commit_seconds": round(t_end - t_commit, 3),
                     "resumed_partitions": self.resumed},
         }, self.out.path(MANIFEST))
+        self.lock.check()  # still this run's folder: no run took the lock over
         manifest.write(self.out)
-        self.out.remove_work()
+        self.out.remove_work(keep=LOCK)  # the lock goes last, when the run lets it go
         return manifest

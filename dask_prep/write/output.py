@@ -152,11 +152,18 @@ class OutputDir:
         else:
             self.fs.rm_file(path)
 
-    def remove_work(self) -> None:
-        """Delete the work folder ``.dask-prep/`` and what it holds (only that folder)."""
+    def remove_work(self, keep: str | None = None) -> None:
+        """Delete what the work folder ``.dask-prep/`` holds but ``keep`` (the
+        lock, while it is held), then the folder itself if that leaves it empty."""
         path = self.path(WORK)
-        if self.fresh().fs.exists(path):
-            self.fs.rm(path, recursive=True)
+        for name in self.listdir(WORK):
+            if f"{WORK}/{name}" != keep:
+                self.fs.rm(f"{path}/{name}", recursive=True)
+        if keep is None or not self.exists(keep):
+            try:
+                self.fs.rmdir(path)
+            except (OSError, NotImplementedError):
+                pass  # another run's lock appeared in it; object stores have no folders
 
     def listdir(self, name: str = "") -> list[str]:
         """Names directly inside folder ``name`` (empty if it does not exist)."""
