@@ -298,7 +298,7 @@ def run(inputs, output, *, convert: ConvertOptions | None = None, write: WriteOp
             with fewer_collections():  # one object (or more) per file
                 sources = inputs if isinstance(inputs, Sources) else discover(
                     inputs, suffixes=conv_opts.suffixes or None, exclude=conv_opts.exclude,
-                    storage_options=conv_opts.storage_options)
+                    storage_options=conv_opts.storage_options, outside=out.url_of(""))
                 parts = plan_partitions(sources, partition_size=conv_opts.partition_size,
                                         splittable=conv.splittable)
                 return sources, sources.summary(), parts, bag_of(parts, conv, conv_opts, sources)

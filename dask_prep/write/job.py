@@ -30,7 +30,7 @@ from . import commit
 from .formats import format_class
 from .lock import LOCK, RunLock
 from .manifest import VERSION, Manifest
-from .output import ERRORS, MANIFEST, OLD_SOURCES, WORK, OutputDir, check_writable
+from .output import ERRORS, EXCLUDED, MANIFEST, OLD_SOURCES, WORK, OutputDir, check_writable
 from .partition import write_partition
 from .results import PartResult, ShardInfo, load_marker
 from .sources_file import SOURCES, read_sources, source_changes, write_sources
@@ -239,6 +239,8 @@ class WriteJob:
             out.remove(old.errors_file if old is not None else ERRORS)
             if old is not None and old.get("sources", {}).get("file") in (SOURCES, OLD_SOURCES):
                 out.remove(old["sources"]["file"])
+            if old is not None and old.get("sources", {}).get("excluded_file") == EXCLUDED:
+                out.remove(EXCLUDED)
         if out.exists(RUN_STATE):
             try:
                 previous = json.loads(out.read_bytes(RUN_STATE)).get("command")

@@ -33,11 +33,12 @@ from ..errors import OutputExistsError
 from ..paths import filesystem
 
 __all__ = ["OutputDir", "MANIFEST", "ERRORS", "SOURCES", "WORK", "OLD_MANIFEST", "OLD_ERRORS",
-           "OLD_SOURCES", "check_writable"]
+           "OLD_SOURCES", "EXCLUDED", "check_writable"]
 
 MANIFEST = ".manifest.json"
 ERRORS = ".errors.jsonl"
 SOURCES = ".sources.jsonl"  # the sources a dataset was made from (sources_file.py)
+EXCLUDED = ".excluded.jsonl"  # the files its exclude list left out, and by which entry
 # layout version 1
 OLD_MANIFEST, OLD_ERRORS, OLD_SOURCES = "manifest.json", "errors.jsonl", "_sources.jsonl"
 WORK = ".dask-prep"
@@ -154,7 +155,7 @@ class OutputDir:
     def foreign_files(self) -> list[str]:
         """Entries that dask-prep would not have written."""
         from .formats import dataset_file_names, shard_file_pattern
-        ours = {MANIFEST, ERRORS, SOURCES, WORK, OLD_MANIFEST, OLD_ERRORS, OLD_SOURCES,
+        ours = {MANIFEST, ERRORS, SOURCES, EXCLUDED, WORK, OLD_MANIFEST, OLD_ERRORS, OLD_SOURCES,
                 *dataset_file_names()}
         shard = shard_file_pattern()
         return [n for n in self.listdir() if n not in ours and not shard.match(n) and _TMP not in n]
