@@ -413,5 +413,40 @@ def demo(output, workers, format_, overwrite):
     click.echo(f"\nnext: dask-prep info {output}   |   dask-prep verify {output}")
 
 
+@main.group("tokenizer")
+def tokenizer_group():
+    """Tokenizers for --tokenizer."""
+
+
+@tokenizer_group.command("train")
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
+              help="the tokenizer.json to write")
+@click.option("--vocab-size", type=click.IntRange(min=258), required=True, help="tokens in the vocabulary")
+@click.option("--sample", type=click.FloatRange(0, 1, min_open=True), default=1.0, show_default=True,
+              help="fraction of the documents to train on (chosen by --seed)")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--min-frequency", type=click.IntRange(min=1), default=2, show_default=True,
+              help="merge only pairs seen at least this often")
+@click.option("--special", "specials", multiple=True,
+              help="special token (repeatable; default <|endoftext|>, the EOS --tokenizer finds)")
+@click.option("--text-field", default="text", show_default=True, help="field of dict records to train on")
+@convert_options()
+@cluster_options()
+def tokenizer_train(inputs, output, vocab_size, sample, seed, min_frequency, specials, text_field,
+                    convert, cluster):
+    """Train a byte-level BPE tokenizer on INPUT... (read on the cluster)."""
+    from .tokens.train import train_tokenizer
+    try:
+        result = train_tokenizer(list(inputs), output, vocab_size=vocab_size, sample=sample, seed=seed,
+                                 min_frequency=min_frequency, special_tokens=specials or ("<|endoftext|>",),
+                                 text_field=text_field, convert=convert, cluster=cluster)
+    except (ConverterNotFoundError, ValueError) as exc:
+        raise _Usage(str(exc)) from None
+    except Exception as exc:
+        raise _Fail(f"{type(exc).__name__}: {_one_line(exc)}") from None
+    click.echo(result.summary())
+
+
 if __name__ == "__main__":  # pragma: no cover
     main(prog_name="dask-prep")
