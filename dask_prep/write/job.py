@@ -206,6 +206,7 @@ class WriteJob:
         check_writable(self.out, self.opts.overwrite)
         with RunLock(self.out):
             existing = self._prepare()
+            self.already_complete = existing is not None
             if existing is not None:
                 logger.info("%s is already complete; nothing to do", self.out.url)
                 return existing
