@@ -52,7 +52,7 @@ class OutputInUseError(DaskPrepError, RuntimeError):
 
 
 class ManifestError(DaskPrepError, ValueError):
-    """``manifest.json`` is missing, unreadable or inconsistent."""
+    """``.manifest.json`` is missing, unreadable or inconsistent."""
 
 
 class PickleNotAllowedError(DaskPrepError, PermissionError):
@@ -86,7 +86,7 @@ class ConverterNotFoundError(DaskPrepError, LookupError):
 
 @dataclass
 class SourceError:
-    """One failed source, or one bad item inside a source, as ``errors.jsonl`` lists it."""
+    """One failed source, or one bad item inside a source, as ``.errors.jsonl`` lists it."""
 
     path: str
     error: str

@@ -120,12 +120,12 @@ def shard_counts(manifest: dict) -> str:
 
 
 def describe_errors(manifest: dict) -> str:
-    """``"32 (EmptyFileError 28, UnicodeDecodeError 4; see errors.jsonl)"``."""
+    """``"32 (EmptyFileError 28, UnicodeDecodeError 4; see .errors.jsonl)"``."""
     n = manifest["errors"]
     if not n:
         return "0"
     kinds = ", ".join(f"{k} {v:,}" for k, v in list(manifest.get("error_types", {}).items())[:4])
-    return f"{n:,} ({kinds + '; ' if kinds else ''}see errors.jsonl)"
+    return f"{n:,} ({kinds + '; ' if kinds else ''}see .errors.jsonl)"
 
 
 def _input_names(inputs) -> list[str] | None:
@@ -133,7 +133,8 @@ def _input_names(inputs) -> list[str] | None:
     ``dask-prep verify --sources`` finds the sources again from anywhere."""
     if isinstance(inputs, Sources):
         return None
-    return [absolute(os.fspath(i)) for i in ([inputs] if isinstance(inputs, (str, os.PathLike)) else inputs)]
+    return [absolute(os.fsdecode(i))
+            for i in ([inputs] if isinstance(inputs, (str, bytes, os.PathLike)) else inputs)]
 
 
 

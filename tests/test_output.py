@@ -32,7 +32,7 @@ def test_same_job_again_is_a_no_op_and_other_options_are_refused(tmp_path):
     replaced = dp.write_shards(bag(), tmp_path, shard_size=3, overwrite=True)
     assert [s["records"] for s in replaced["shards"]] == [3, 3, 1]
     assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "errors.jsonl", "manifest.json", "shard-00000.parquet", "shard-00001.parquet",
+        ".errors.jsonl", ".manifest.json", "shard-00000.parquet", "shard-00001.parquet",
         "shard-00002.parquet"]
 
 

@@ -87,8 +87,8 @@ def test_max_errors_count_or_fraction(tmp_path, client, limit, fails):
     if fails:
         with pytest.raises(TooManyErrorsError, match="sources failed, more than max_errors"):
             dp.run([src], tmp_path / "out", max_errors=limit, client=client)
-        assert not (tmp_path / "out" / "manifest.json").exists()
-        assert (tmp_path / "out" / "errors.jsonl").read_text().count("UnicodeDecodeError") >= 1
+        assert not (tmp_path / "out" / ".manifest.json").exists()
+        assert (tmp_path / "out" / ".errors.jsonl").read_text().count("UnicodeDecodeError") >= 1
     else:
         assert dp.run([src], tmp_path / "out", max_errors=limit, client=client).errors == 4
 

@@ -62,11 +62,11 @@ def test_s3_round_trip_matches_local_run(s3, client, tmp_path):
     ds = dp.open("s3://out/ds", storage_options=s3)
     assert len(ds) == remote.records and dp.verify("s3://out/ds", storage_options=s3).ok
     keys = sorted(k.rsplit("/", 1)[1] for k in fs.ls("out/ds", refresh=True))
-    assert keys == ["_sources.jsonl", "errors.jsonl", "manifest.json"] + [f"shard-{i:05d}.parquet" for i in range(len(ds.shards))]
+    assert keys == [".errors.jsonl", ".manifest.json", ".sources.jsonl"] + [f"shard-{i:05d}.parquet" for i in range(len(ds.shards))]
     for s in ds.shards:  # the same bytes as the local run
         assert fs.cat_file(f"out/ds/{s['file']}") == (tmp_path / "local" / s["file"]).read_bytes()
     assert ds.to_dataframe().compute().shape[0] == remote.records
-    m = json.loads(fs.cat_file("out/ds/manifest.json"))
+    m = json.loads(fs.cat_file("out/ds/.manifest.json"))
     nbytes = sum(s["bytes"] for s in m["shards"])
     print(f"S3 round trip: {remote.records} records, {nbytes} bytes in {len(m['shards'])} shards, "
           f"{elapsed:.2f} s (local run {local.elapsed:.2f} s)")

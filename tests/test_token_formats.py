@@ -17,7 +17,7 @@ import dask_prep as dp
 
 from helpers import write as write_file
 
-NAME = "out [1] #tok ü -x"  # a folder name with spaces, unicode, #, [ and a dash (an output path with "::" is an fsspec chain)
+NAME = "out [1] #tok ::ü -x"  # a folder name with spaces, unicode, ::, #, [ and a leading dash
 DOCS = [{"input_ids": list(range(i * 7 % 1000, i * 7 % 1000 + 1 + i % 13))} for i in range(211)]
 
 
@@ -116,3 +116,39 @@ def test_format_options_are_part_of_the_command(tmp_path):
     with pytest.raises(dp.OutputExistsError,
                        match="other inputs or options"):
         write(tmp_path, DOCS, format="tokens", format_options={"vocab_size": 100_000})
+
+
+# -- megatron: read back by Megatron-LM's own IndexedDataset ---------------------------
+
+
+def megatron_sequences(out, manifest) -> list:
+    from megatron.core.datasets.indexed_dataset import IndexedDataset
+    seqs = []
+    for prefix in manifest["format_info"]["path_prefixes"]:
+        ds = IndexedDataset(str(out / prefix))
+        assert ds.document_indices.tolist() == list(range(len(ds) + 1))  # one document a sequence
+        seqs += [tuple(ds[i].tolist()) for i in range(len(ds))]
+    return seqs
+
+
+@pytest.mark.parametrize("vocab_size,dtype", [(None, "int32"), (65536, "uint16"), (200_000, "int32")])
+def test_megatron_indexed_dataset_reads_every_token_back(tmp_path, vocab_size, dtype):
+    top = [{"input_ids": [(vocab_size or 2**31 - 1) - 1, 0]}]
+    options = {"vocab_size": vocab_size} if vocab_size else {}
+    m = write(tmp_path, DOCS + top, format="megatron", format_options=options)
+    out = tmp_path / NAME
+    got = megatron_sequences(out, m)
+    assert Counter(got) == Counter(tuple(d["input_ids"]) for d in DOCS + top)
+    info = m["format_info"]
+    assert info["dtype"] == dtype and info["total_tokens"] == sum(len(g) for g in got)
+    from megatron.core.datasets.indexed_dataset import IndexedDataset
+    assert IndexedDataset(str(out / info["path_prefixes"][0])).sequence_lengths.dtype == np.int32
+    assert [tuple(r["input_ids"]) for r in dp.open(out)] == got and dp.verify(out).ok
+
+
+def test_megatron_packed_sequences_have_the_sequence_length(tmp_path):
+    packed = [{"input_ids": [(i + j) % 100 for j in range(32)], "doc_starts": [0, 5], "pad": 0}
+              for i in range(40)]
+    m = write(tmp_path, packed, shard_size=16, format="megatron", format_options={"vocab_size": 100})
+    assert m["format_info"]["seq_len"] == 32 and [s["records"] for s in m["shards"]] == [16, 16, 8]
+    assert sorted(megatron_sequences(tmp_path / NAME, m)) == sorted(tuple(p["input_ids"]) for p in packed)

@@ -2,7 +2,8 @@
 
 Built-ins, by name:
 
-``text``       one record per document: ``{"path", "text"}``
+``text``       one record per document: ``{"path", "text"}`` (a name that is not UTF-8
+               shows its bad bytes as ``\\xff`` escapes in ``path``)
 ``lines``      one record per non-blank line: ``{"text"}``
 ``jsonl``      one record per JSON line (a malformed line is reported, the rest kept)
 ``csv``        one record per row, keyed by the header: ``{column: str}``
@@ -38,6 +39,7 @@ from dataclasses import dataclass
 from .._version import __version__
 from ..errors import ConverterNotFoundError
 from ..options import ENCODING_ERRORS, check_choice
+from ..paths import printable
 from ..runtime.shipping import ByValue, shippable
 from .bad_items import report_bad_item
 from .readers import iter_lines, read_paragraphs, read_text
@@ -64,7 +66,7 @@ def words(sentence: str) -> list[str]:
 
 
 def text(path: str, *, errors: str = "strict", storage_options: dict | None = None) -> list[dict]:
-    return [{"path": path, "text": read_text(path, errors, storage_options=storage_options)}]
+    return [{"path": printable(path), "text": read_text(path, errors, storage_options=storage_options)}]
 
 
 def lines(path: str, *, errors: str = "strict", start=None, end=None,

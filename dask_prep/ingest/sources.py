@@ -134,9 +134,10 @@ def discover(
 
 
 def _as_list(inputs) -> list[str]:
-    if isinstance(inputs, (str, os.PathLike)):
-        return [os.fspath(inputs)]
-    return [os.fspath(i) for i in inputs]
+    """Names as ``str``: a ``bytes`` name (not UTF-8, say) as ``os.fsdecode`` gives it."""
+    if isinstance(inputs, (str, bytes, os.PathLike)):
+        return [os.fsdecode(inputs)]
+    return [os.fsdecode(i) for i in inputs]
 
 
 def _as_suffixes(suffixes) -> tuple[str, ...]:
@@ -154,7 +155,7 @@ def _exclude_patterns(exclude) -> list[str]:
         path = os.fspath(exclude)
         try:
             fs, local = filesystem(path)
-            with fs.open(local, "rt", encoding="utf-8") as f:
+            with fs.open(local, "rt", encoding="utf-8", errors="surrogateescape") as f:
                 lines = f.read().splitlines()
         except FileNotFoundError:
             raise FileNotFoundError(f"exclude list {path!r} does not exist; pass a file "
@@ -289,27 +290,45 @@ def _stamp(info: dict) -> int | str | None:
 def _walk_local(root: str, suffixes, patterns, missing: list) -> Iterable[Source]:
     """Walk a local tree, not descending into hidden or excluded directories.
 
-    FIFOs, sockets and devices are reported in ``missing`` (opening a FIFO would
-    block a worker forever); a broken link is kept for its conversion to report.
+    Links to folders are followed once every real folder is walked, each
+    folder at most once (a loop, or a second way into a folder, is reported in
+    ``missing`` and not followed). An unreadable folder, a FIFO, socket or
+    device (opening a FIFO would block a worker forever) is reported in
+    ``missing``; a broken link or a link loop among the files is kept for its
+    conversion to report, as an unreadable file is.
     """
-    folders = [os.path.abspath(root)]
-    while folders:
+    root = os.path.abspath(root)
+    folders, links, seen = [root], [], set()
+    while folders or links:
+        folder = folders.pop() if folders else links.pop()
         try:
-            entries = list(os.scandir(folders.pop()))
-        except OSError:  # unreadable or vanished: as os.walk, skip it
+            st = os.stat(folder)
+            if (st.st_dev, st.st_ino) in seen:
+                missing.append(f"{folder} (link to a folder walked already: a loop or a second "
+                               "way in; not followed)")
+                continue
+            seen.add((st.st_dev, st.st_ino))
+            with os.scandir(folder) as it:
+                entries = sorted(it, key=attrgetter("name"), reverse=True)
+        except OSError as exc:
+            missing.append(f"{folder} (folder not readable: {exc.strerror or exc})")
             continue
         for entry in entries:
             if entry.name.startswith("."):
                 continue
-            if entry.is_dir():  # a link to a folder is not followed (as os.walk)
-                if not entry.is_symlink() and not _excluded(entry.path + "/", patterns):
-                    folders.append(entry.path)
+            try:
+                is_dir = entry.is_dir()
+            except OSError:  # a link loop: not a folder
+                is_dir = False
+            if is_dir:
+                if not _excluded(entry.path + "/", patterns):
+                    (links if entry.is_symlink() else folders).append(entry.path)
                 continue
             if not _keep(entry.name, suffixes):
                 continue
             try:
                 st = entry.stat()
-            except OSError:  # a broken link: its conversion reports the error
+            except OSError:  # a broken link or a loop: its conversion reports the error
                 yield Source(entry.path, 0)
                 continue
             if stat.S_ISREG(st.st_mode):
@@ -321,7 +340,7 @@ def _walk_local(root: str, suffixes, patterns, missing: list) -> Iterable[Source
 def _expand_list(list_path: str, suffixes, storage_options, missing, patterns) -> Iterable[Source]:
     try:
         fs, path = filesystem(list_path, storage_options)
-        with fs.open(path, "rt", encoding="utf-8") as f:
+        with fs.open(path, "rt", encoding="utf-8", errors="surrogateescape") as f:
             entries = [line.strip() for line in f.read().splitlines()]
     except FileNotFoundError:
         missing.append("@" + list_path)

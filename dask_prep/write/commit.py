@@ -2,7 +2,7 @@
 
 Plan the merge of the leftovers into full shards, pick the final schema and
 the full shards that must be written again with it, then rename everything to
-its final name, write ``errors.jsonl`` and build the manifest's fields. The
+its final name, write ``.errors.jsonl`` and build the manifest's fields. The
 write job (:mod:`dask_prep.write.job`) runs the merges on the workers and
 writes the manifest last.
 
@@ -91,14 +91,14 @@ def rename_shards(out: OutputDir, shards: list[ShardInfo], suffix: str) -> list[
 
 
 def write_errors(out: OutputDir, results: list[PartResult]) -> dict[str, int]:
-    """Write ``errors.jsonl``; return how many errors of each type it lists."""
+    """Write ``.errors.jsonl``; return how many errors of each type it lists."""
     errors = sorted((e for r in results for e in r.errors), key=lambda e: (e.path, e.line or 0))
     out.write_atomic(ERRORS, "".join(json.dumps(e.to_dict()) + "\n" for e in errors).encode())
     return dict(sorted(Counter(e.error for e in errors).items(), key=lambda kv: (-kv[1], kv[0])))
 
 
 def too_many_errors(out: OutputDir, results: list[PartResult], limit: int) -> TooManyErrorsError:
-    """The error to stop with (after writing ``errors.jsonl``) when more than ``limit`` sources failed."""
+    """The error to stop with (after writing ``.errors.jsonl``) when more than ``limit`` sources failed."""
     write_errors(out, results)
     failed = [e for r in results for e in r.errors if e.line is None]
     first = failed[0]

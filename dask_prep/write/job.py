@@ -30,7 +30,7 @@ from . import commit
 from .formats import format_class
 from .lock import LOCK, RunLock
 from .manifest import VERSION, Manifest
-from .output import ERRORS, MANIFEST, WORK, OutputDir, check_writable
+from .output import ERRORS, MANIFEST, OLD_SOURCES, WORK, OutputDir, check_writable
 from .partition import write_partition
 from .results import PartResult, ShardInfo, load_marker
 from .sources_file import SOURCES, read_sources, source_changes, write_sources
@@ -65,7 +65,7 @@ def write_shards(bag: db.Bag, output, *, options: WriteOptions | None = None,
         ``format`` (``"parquet"``, ``"pickle"`` or a registered format),
         ``shard_size`` (10,000), ``schema`` (a :class:`pyarrow.Schema`; inferred
         and unified when omitted), ``on_error`` (``"skip"``: sources whose
-        records do not fit are left out and listed in ``errors.jsonl``;
+        records do not fit are left out and listed in ``.errors.jsonl``;
         ``"raise"``: the first one stops the run), ``overwrite`` (allow a
         folder holding other files, never deleting them, or replace an earlier
         dataset), ``max_errors`` (stop with
@@ -221,23 +221,25 @@ class WriteJob:
     def _prepare(self) -> Manifest | None:
         """Make the folder ready; return the existing manifest when this exact job is complete."""
         out, overwrite = self.out, self.opts.overwrite
-        if out.exists(MANIFEST):
+        manifest_name = Manifest.name_in(out)
+        if manifest_name is not None:
             try:
                 old = Manifest.read(out)
             except Exception:
                 old = None
-            if old is not None and old.fingerprint == self.fingerprint and not overwrite:
+            if (old is not None and old.fingerprint == self.fingerprint and old["version"] == VERSION
+                    and not overwrite):
                 return old
             if not overwrite:
                 raise OutputExistsError(self._why_not(old))
-            out.remove(MANIFEST)
+            out.remove(manifest_name)
             for name in old.files if old is not None else ():
                 out.remove(name)
             for name in format_class(old.format).dataset_files if old is not None else ():
                 out.remove(name)  # the old format's own dataset files (MDS index.json)
-            out.remove(ERRORS)
-            if old is not None and old.get("sources", {}).get("file") == SOURCES:
-                out.remove(SOURCES)
+            out.remove(old.errors_file if old is not None else ERRORS)
+            if old is not None and old.get("sources", {}).get("file") in (SOURCES, OLD_SOURCES):
+                out.remove(old["sources"]["file"])
         if out.exists(RUN_STATE):
             try:
                 previous = json.loads(out.read_bytes(RUN_STATE)).get("command")
@@ -257,6 +259,9 @@ class WriteJob:
     def _why_not(self, old: Manifest | None) -> str:
         """The one line that refuses to replace a complete dataset."""
         url = self.out.url
+        if old is not None and old["version"] < VERSION:
+            return (f"{url} holds a dask-prep dataset of layout version {old['version']} "
+                    f"({old.name}); pass --overwrite to write it again as version {VERSION}")
         if old is None or old.get("command") != self.command:
             return (f"{url} already holds a dask-prep dataset made from other inputs or options; "
                     "choose another directory or pass --overwrite to replace it")

@@ -1,15 +1,23 @@
 """The output directory: atomic writes, the manifest, and what dask-prep owns.
 
-Layout (version 1)::
+Layout (version 2)::
 
     OUT/shard-00000.parquet ...   exact shards (or .pkl)
-    OUT/errors.jsonl              one JSON object per failed source or bad item
-    OUT/manifest.json             written last: the only proof the dataset is complete
+    OUT/.errors.jsonl             one JSON object per failed source or bad item
+    OUT/.sources.jsonl            the sources the dataset was made from
+    OUT/.manifest.json            written last: the only proof the dataset is complete
     OUT/.dask-prep/               work area of a run in progress (removed on success)
+
+Every file that is not a shard begins with ``.``, which Parquet readers skip as
+not data (pyarrow, pandas, dask and duckdb skip ``_`` too; Hugging Face
+``datasets`` only ``.``), so the folder opens as a dataset with no glob; polars
+needs ``hidden_file_prefix="."`` (it refuses a folder holding any file that is
+not Parquet). Version 1 folders (``manifest.json``, ``errors.jsonl``,
+``_sources.jsonl``) are still read.
 
 Every file is written under a temporary name in its final folder and renamed,
 so a reader never sees half a file. On object stores, where a single PUT is
-already atomic, files are written in place; ``manifest.json`` is still last.
+already atomic, files are written in place; ``.manifest.json`` is still last.
 """
 from __future__ import annotations
 
@@ -24,11 +32,14 @@ from fsspec.implementations.local import LocalFileSystem
 from ..errors import OutputExistsError
 from ..paths import filesystem
 
-__all__ = ["OutputDir", "MANIFEST", "ERRORS", "SOURCES", "WORK", "check_writable"]
+__all__ = ["OutputDir", "MANIFEST", "ERRORS", "SOURCES", "WORK", "OLD_MANIFEST", "OLD_ERRORS",
+           "OLD_SOURCES", "check_writable"]
 
-MANIFEST = "manifest.json"
-ERRORS = "errors.jsonl"
-SOURCES = "_sources.jsonl"  # the sources a dataset was made from (sources_file.py)
+MANIFEST = ".manifest.json"
+ERRORS = ".errors.jsonl"
+SOURCES = ".sources.jsonl"  # the sources a dataset was made from (sources_file.py)
+# layout version 1
+OLD_MANIFEST, OLD_ERRORS, OLD_SOURCES = "manifest.json", "errors.jsonl", "_sources.jsonl"
 WORK = ".dask-prep"
 _TMP = ".tmp-"
 
@@ -143,7 +154,9 @@ class OutputDir:
     def foreign_files(self) -> list[str]:
         """Entries that dask-prep would not have written."""
         from .formats import dataset_file_names, shard_file_pattern
-        ours, shard = {MANIFEST, ERRORS, SOURCES, WORK, *dataset_file_names()}, shard_file_pattern()
+        ours = {MANIFEST, ERRORS, SOURCES, WORK, OLD_MANIFEST, OLD_ERRORS, OLD_SOURCES,
+                *dataset_file_names()}
+        shard = shard_file_pattern()
         return [n for n in self.listdir() if n not in ours and not shard.match(n) and _TMP not in n]
 
     def write_json(self, name: str, obj) -> None:

@@ -1,7 +1,8 @@
 """The sources a dataset was made from, kept beside it to tell when they change.
 
-``_sources.jsonl`` holds one ``[path, size, modified]`` line per source (the
-``_`` keeps it out of the data for Parquet readers); the manifest records its
+``.sources.jsonl`` holds one ``[path, size, modified]`` line per source (the
+``.`` keeps it out of the data for Parquet readers; version 1 folders named it
+``_sources.jsonl``); the manifest records its
 sha256. A later run of the same command compares today's sources with it, and
 ``dask-prep verify --sources`` lists what changed, was added or disappeared.
 
@@ -17,7 +18,7 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from .output import SOURCES, OutputDir
+from .output import OLD_SOURCES, SOURCES, OutputDir
 
 __all__ = ["SOURCES", "SourceChanges", "write_sources", "read_sources", "source_changes",
            "check_sources"]
@@ -34,10 +35,11 @@ def read_sources(out: OutputDir, manifest) -> list[tuple] | None:
     """The sources the manifest's dataset was made from, or ``None`` if it kept
     no list (an older dataset, a bag not made by ``run``) or the list was altered."""
     record = manifest.get("sources") or {}
-    if record.get("file") != SOURCES:
+    name = record.get("file")
+    if name not in (SOURCES, OLD_SOURCES):
         return None
     try:
-        data = out.read_bytes(SOURCES)
+        data = out.read_bytes(name)
     except FileNotFoundError:
         return None
     if hashlib.sha256(data).hexdigest() != record.get("sha256"):

@@ -33,7 +33,7 @@ import numpy as np
 
 from .base import ShardFile, ShardFormat
 
-__all__ = ["TokensFormat", "TokenBatch", "token_dtype", "to_token_batch"]
+__all__ = ["TokensFormat", "TokenBatch", "token_dtype", "to_token_batch", "seq_len"]
 
 _DTYPES = {"uint16": np.dtype("<u2"), "uint32": np.dtype("<u4"), "int32": np.dtype("<i4")}
 _HAS_DOCS, _HAS_PAD = 1, 2
@@ -255,7 +255,7 @@ class TokensFormat(ShardFormat):
         itemsize = _DTYPES[self.dtype].itemsize
         tokens = [s["bytes"] // itemsize for s in shards]
         return {"dtype": self.dtype, "vocab_size": self.vocab_size, "total_tokens": sum(tokens),
-                "tokens_per_shard": tokens, "seq_len": _seq_len(out, shards),
+                "tokens_per_shard": tokens, "seq_len": seq_len(out, shards, _lengths),
                 "files": {"tokens": self.suffix, "offsets": ".idx", "offsets_dtype": "int64"}}
 
     # -- reading --------------------------------------------------------------------
@@ -287,14 +287,19 @@ class TokensFormat(ShardFormat):
         return pa.table({"input_ids": ids})
 
 
-def _seq_len(out, shards: list) -> int | None:
-    """The one length every record has, or ``None`` (read from the offsets: 8 bytes a record)."""
-    seen = set()
+def _lengths(idx: bytes) -> np.ndarray:
+    return np.diff(np.frombuffer(idx, "<i8"))
+
+
+def seq_len(out, shards: list, lengths) -> int | None:
+    """The one length every record has, or ``None``: ``lengths(data)`` of each
+    shard's ``.idx`` companion (a few bytes a record, read at commit)."""
+    seen: set = set()
     for s in shards:
         idx = next((c["file"] for c in s.get("companions", ()) if c["file"].endswith(".idx")), None)
         if idx is None or not s["records"]:
             continue
-        seen.update(np.unique(np.diff(np.frombuffer(out.read_bytes(idx), "<i8"))).tolist())
+        seen.update(np.unique(lengths(out.read_bytes(idx))).tolist())
         if len(seen) > 1:
             return None
-    return seen.pop() if len(seen) == 1 else None
+    return int(seen.pop()) if len(seen) == 1 else None
