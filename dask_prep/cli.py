@@ -18,9 +18,9 @@ import time
 import click
 
 from ._version import __version__
-from .errors import ConverterNotFoundError, DaskPrepError, OutputExistsError
+from .errors import ConverterNotFoundError, DaskPrepError, OutputExistsError, TokenizerError
 from .ingest.converters import converter_names
-from .options import ClusterOptions, ConvertOptions, WriteOptions
+from .options import ClusterOptions, ConvertOptions, TokenOptions, WriteOptions
 from .write.formats import format_names
 
 SUFFIXES_HELP = "keep only files with this suffix (repeatable; .txt also keeps .txt.gz)"
@@ -151,7 +151,7 @@ def _run(inputs, output, *, quiet=False, **options):
         raise _Interrupted(
             f"interrupted; finished partitions are kept in {output}/.dask-prep: "
             "run the same command again to resume") from None
-    except (ConverterNotFoundError, OutputExistsError) as exc:
+    except (ConverterNotFoundError, OutputExistsError, TokenizerError) as exc:
         raise _Usage(str(exc)) from None
     except Exception as exc:  # one line, never a traceback (-vv logs it)
         logging.getLogger(__name__).debug("the run failed", exc_info=True)
@@ -248,6 +248,37 @@ write_options = functools.partial(
                  help="accept finding no sources, or no records, and write an empty dataset"))
 
 
+def _special(value):
+    """``--eos``/``--bos``: a token, an id, or none."""
+    if value is None or value in ("auto", "none"):
+        return None if value == "none" else value
+    return int(value) if value.isdigit() else value
+
+
+def _tokens(tokenizer, text_field, bos, eos, seq_len, last, doc_starts):
+    return TokenOptions(tokenizer=tokenizer, text_field=text_field, bos=_special(bos),
+                        eos=_special(eos), seq_len=seq_len, last=last, doc_starts=doc_starts)
+
+
+token_options = functools.partial(
+    _group, "tokens", _tokens,
+    click.option("--tokenizer", help="local tokenizer.json, tokenizer folder or sentencepiece .model: "
+                                     "records become token ids (nothing is downloaded)"),
+    click.option("--text-field", default="text", show_default=True,
+                 help="field of dict records to tokenize (str records are taken as they are)"),
+    click.option("--bos", help="token or id put before each document (default: none)"),
+    click.option("--eos", default="auto", show_default=True,
+                 help="token or id put after each document; auto: the tokenizer's end-of-text "
+                      "token; none: no EOS"),
+    click.option("--seq-len", type=click.IntRange(min=1),
+                 help="pack the documents' ids into sequences of exactly this many tokens"),
+    click.option("--last", type=click.Choice(["drop", "pad"]), default="drop", show_default=True,
+                 help="tokens after the last whole sequence: drop them, or pad one sequence "
+                      "(with EOS; the record's 'pad' says how many)"),
+    click.option("--doc-starts", is_flag=True,
+                 help="each packed sequence lists where its documents start ('doc_starts')"))
+
+
 def _cluster(scheduler, workers, memory_limit, report, tls_ca_file, tls_cert, tls_key):
     if scheduler and (workers or memory_limit):
         raise ValueError("--workers and --memory-limit are for local workers; not with --scheduler")
@@ -324,14 +355,16 @@ def main(verbose):
 @click.option("-o", "--output", required=True, help="output directory (local or fsspec URL)")
 @convert_options()
 @write_options()
+@token_options()
 @cluster_options()
 @click.option("-q", "--quiet", is_flag=True, help="print only the summary")
-def run_cmd(inputs, output, convert, write, cluster, quiet):
+def run_cmd(inputs, output, convert, write, tokens, cluster, quiet):
     """Convert INPUT... (files, directories, globs, @lists, URLs) into shards in OUTPUT."""
     if quiet:  # the summary (or the error) only, no warnings
         logging.getLogger("dask_prep").setLevel(logging.ERROR)
     write = dataclasses.replace(write, on_error=convert.on_error)
-    _run(inputs, output, quiet=quiet, convert=convert, write=write, cluster=cluster, progress=False)
+    _run(inputs, output, quiet=quiet, convert=convert, write=write, tokens=tokens, cluster=cluster,
+         progress=False)
 
 
 def _security(ca_file, cert, key):

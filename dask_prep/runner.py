@@ -10,7 +10,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from .ingest.convert import bag_of
 from .ingest.converters import resolve_converter
@@ -18,7 +18,7 @@ from .ingest.plan import plan_partitions
 from .errors import NoSourcesError, UnguardedScriptError, WorkerKilledError
 from .ingest.sources import Sources, discover
 from .paths import absolute, is_url
-from .options import ClusterOptions, ConvertOptions, WriteOptions, split
+from .options import ClusterOptions, ConvertOptions, TokenOptions, WriteOptions, split
 from .runtime.cluster import dask_session
 from .runtime.execute import ON_SUBMIT
 from .write.job import WriteJob
@@ -72,6 +72,11 @@ class RunResult:
             ("shards", f"{shard_counts(m)} ({m['format']})"),
             ("errors", describe_errors(m)),
         ]
+        if m.get("tokens"):
+            t = m["tokens"]
+            packed = f", sequences of {t['seq_len']:,}" if t.get("seq_len") else ""
+            rows.insert(3, ("tokens", f"{t['total_tokens']:,} from {t['documents']:,} documents{packed}, "
+                                      f"padding {t['padding']:,}, dropped {t.get('dropped_tokens', 0):,}"))
         if self.already_complete:
             rows.append(("status", f"already complete: nothing converted (checked in "
                                    f"{format_time(self.elapsed)}; --overwrite rebuilds it)"))
@@ -189,6 +194,27 @@ def _in_notebook() -> bool:
 
 
 @contextmanager
+def _worker_threads(tokenizing: bool):
+    """Local workers started meanwhile tokenize in one thread each.
+
+    A LocalCluster runs one single-threaded worker process per core;
+    ``encode_batch`` would add a Rust thread pool of one thread per core in
+    each of them (oversubscription). ``RAYON_NUM_THREADS=1`` goes into the
+    workers' environment only (Dask's ``distributed.nanny.environ``, for the
+    workers started inside this block), never into this process's; a value
+    already set in the environment wins. Workers of a given cluster keep
+    their own environment.
+    """
+    if not tokenizing:
+        yield
+        return
+    import dask
+    import distributed  # noqa: F401  (its defaults load first: the block restores only our key)
+    with dask.config.set({"distributed.nanny.environ.RAYON_NUM_THREADS": "1"}):
+        yield
+
+
+@contextmanager
 def _notebook_progress():
     """Show Dask's progress widget for the futures ``execute`` submits."""
     from distributed import progress
@@ -284,7 +310,8 @@ def _killed(exc: BaseException, parts: list) -> WorkerKilledError:
 
 
 def run(inputs, output, *, convert: ConvertOptions | None = None, write: WriteOptions | None = None,
-        cluster: ClusterOptions | None = None, progress: bool | None = None,
+        cluster: ClusterOptions | None = None, tokens: TokenOptions | None = None,
+        progress: bool | None = None,
         on_start: Callable | None = None, on_partition: Callable | None = None,
         **options) -> RunResult:
     """Discover ``inputs``, convert every file on Dask, and write exact shards to ``output``.
@@ -303,7 +330,15 @@ def run(inputs, output, *, convert: ConvertOptions | None = None, write: WriteOp
       ``workers``, ``memory_limit``, ``security``, ``report``. Runs on ``client``
       if given, else on the cluster at ``scheduler``, else on the notebook's
       current client, else on a LocalCluster of ``workers`` processes started
-      (on 127.0.0.1) for this run and closed after it.
+      (on 127.0.0.1) for this run and closed after it;
+    - :class:`~dask_prep.options.TokenOptions`: ``tokenizer`` (a local
+      ``tokenizer.json``, tokenizer folder or sentencepiece ``.model``, or a
+      :class:`tokenizers.Tokenizer`), ``text_field``, ``bos``, ``eos``,
+      ``seq_len`` (pack into sequences of exactly that many tokens), ``last``,
+      ``doc_starts``. With a tokenizer the records are token ids
+      (``{"input_ids": [...]}``), one per document or, packed, per sequence,
+      and the manifest's ``tokens`` counts them
+      (:mod:`dask_prep.tokens.job`).
 
     ``progress`` shows Dask's progress widget (default: inside a notebook only);
     ``on_start(session, sources, npartitions)`` and ``on_partition(result,
@@ -314,9 +349,15 @@ def run(inputs, output, *, convert: ConvertOptions | None = None, write: WriteOp
     when the dataset is already complete.
     """
     t0 = time.perf_counter()
-    given = {ConvertOptions: convert, WriteOptions: write, ClusterOptions: cluster}
-    conv_opts, write_opts, where = split(options, ConvertOptions, WriteOptions, ClusterOptions,
-                                         given={k: v for k, v in given.items() if v is not None})
+    given = {ConvertOptions: convert, WriteOptions: write, ClusterOptions: cluster, TokenOptions: tokens}
+    conv_opts, write_opts, where, token_opts = split(
+        options, ConvertOptions, WriteOptions, ClusterOptions, TokenOptions,
+        given={k: v for k, v in given.items() if v is not None})
+    tokenizing = token_opts.tokenizer is not None
+    if tokenizing:  # a path that is not a tokenizer fails here, before a cluster starts
+        from .tokens.tokenizer import resolve_tokenizer
+        token_opts = replace(token_opts, tokenizer=resolve_tokenizer(
+            token_opts.tokenizer, bos=token_opts.bos, eos=token_opts.eos))
     out = OutputDir(output, conv_opts.storage_options)
     _check_not_an_input(out, inputs)
     check_writable(out, write_opts.overwrite)  # before starting a cluster
@@ -336,7 +377,8 @@ def run(inputs, output, *, convert: ConvertOptions | None = None, write: WriteOp
         with ThreadPoolExecutor(1) as pool:
             # find the files and plan the tasks while the cluster's worker processes start
             prepared = pool.submit(prepare)
-            session = stack.enter_context(dask_session(where))
+            with _worker_threads(tokenizing):
+                session = stack.enter_context(dask_session(where))
             sources, summary, parts, bag = prepared.result()
         if sources.missing:
             logger.warning("%d input(s) not found: %s", len(sources.missing),
@@ -357,8 +399,13 @@ def run(inputs, output, *, convert: ConvertOptions | None = None, write: WriteOp
             stack.enter_context(performance_report(filename=os.fspath(where.report)))
         if progress or (progress is None and _in_notebook()):
             stack.enter_context(_notebook_progress())
-        job = WriteJob(bag, out, write_opts, metadata=metadata, sources=len(sources),
-                       on_partition=on_partition, source_files=sources)
+        kwargs = dict(metadata=metadata, sources=len(sources), on_partition=on_partition,
+                      source_files=sources)
+        if tokenizing:
+            from .tokens.job import TokenJob
+            job = TokenJob(bag, out, write_opts, token_opts, **kwargs)
+        else:
+            job = WriteJob(bag, out, write_opts, **kwargs)
         try:
             manifest = job.run()
         except Exception as exc:
