@@ -10,6 +10,7 @@ from dataclasses import dataclass
 __all__ = [
     "DaskPrepError",
     "ConversionError",
+    "TokenizerError",
     "SchemaMismatchError",
     "OutputExistsError",
     "NoSourcesError",
@@ -78,6 +79,10 @@ class NoSourcesError(DaskPrepError, FileNotFoundError):
 
 class EmptyDatasetError(DaskPrepError, RuntimeError):
     """Every source converted to no records at all; ``allow_empty=True`` accepts that."""
+
+
+class TokenizerError(DaskPrepError, ValueError):
+    """A tokenizer that is not a local path, not a tokenizer, or lacks a token asked for."""
 
 
 class ConverterNotFoundError(DaskPrepError, LookupError):

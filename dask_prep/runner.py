@@ -10,7 +10,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from .ingest.convert import bag_of
 from .ingest.converters import resolve_converter
@@ -18,7 +18,7 @@ from .ingest.plan import plan_partitions
 from .errors import NoSourcesError, UnguardedScriptError, WorkerKilledError
 from .ingest.sources import Sources, discover
 from .paths import absolute, is_url
-from .options import ClusterOptions, ConvertOptions, WriteOptions, split
+from .options import ClusterOptions, ConvertOptions, TokenOptions, WriteOptions, split
 from .runtime.cluster import dask_session
 from .runtime.execute import ON_SUBMIT
 from .write.job import WriteJob
@@ -42,6 +42,8 @@ class RunResult:
     elapsed: float = 0.0
     workers: int = 0
     dashboard_link: str | None = None
+    #: True when the dataset was complete before this run (nothing was converted).
+    already_complete: bool = False
 
     @property
     def records(self) -> int:
@@ -60,22 +62,34 @@ class RunResult:
         return self.records / self.elapsed if self.elapsed else 0.0
 
     def rows(self) -> list[tuple[str, str]]:
+        from dask.utils import format_bytes, format_time
         m = self.manifest
+        nbytes = m.get("sources", {}).get("bytes", 0)
         rows = [
             ("output", self.output),
-            ("sources", f"{self.sources:,} files ({m.get('sources', {}).get('bytes', 0):,} bytes)"),
+            ("sources", f"{self.sources:,} files ({format_bytes(nbytes)})"),
             ("records", f"{self.records:,}"),
-            ("shards", f"{self.shards:,} x {m['shard_size']:,} records ({m['format']})"),
+            ("shards", f"{shard_counts(m)} ({m['format']})"),
             ("errors", describe_errors(m)),
-            ("elapsed", f"{self.elapsed:.1f} s on {self.workers} worker(s)"),
-            ("throughput", f"{self.records_per_second:,.0f} records/s"),
         ]
+        if m.get("tokens"):
+            t = m["tokens"]
+            packed = f", sequences of {t['seq_len']:,}" if t.get("seq_len") else ""
+            rows.insert(3, ("tokens", f"{t['total_tokens']:,} from {t['documents']:,} documents{packed}, "
+                                      f"padding {t['padding']:,}, dropped {t.get('dropped_tokens', 0):,}"))
+        if self.already_complete:
+            rows.append(("status", f"already complete: nothing converted (checked in "
+                                   f"{format_time(self.elapsed)}; --overwrite rebuilds it)"))
+        else:
+            rate = nbytes / self.elapsed if self.elapsed else 0.0
+            rows += [("elapsed", f"{format_time(self.elapsed)} on {self.workers} worker(s)"),
+                     ("throughput", f"{self.records_per_second:,.0f} records/s, {format_bytes(int(rate))}/s")]
         if self.missing:
             shown = ", ".join(self.missing[:3]) + (" ..." if len(self.missing) > 3 else "")
             rows.insert(2, ("missing", f"{len(self.missing)} input(s) not found: {shown}"))
         if self.excluded:
             rows.insert(2, ("excluded", f"{self.excluded:,} files"))
-        if m.get("run", {}).get("resumed_partitions"):
+        if m.get("run", {}).get("resumed_partitions") and not self.already_complete:
             rows.append(("resumed", f"{m['run']['resumed_partitions']} partition(s) were already done"))
         return rows
 
@@ -91,6 +105,23 @@ class RunResult:
     def __repr__(self) -> str:
         return (f"RunResult({self.records:,} records in {self.shards} shards, "
                 f"{self.errors} errors, {self.elapsed:.1f}s)")
+
+
+def shard_counts(manifest: dict) -> str:
+    """The shards as they are: ``"14 x 10,000 + 1 x 4,434 records"``.
+
+    >>> shard_counts({"shards": [{"records": 10}] * 3 + [{"records": 4}]})
+    '3 x 10 + 1 x 4 records'
+    >>> shard_counts({"shards": []})
+    '0 records'
+    """
+    runs: list[list[int]] = []
+    for shard in manifest["shards"]:
+        if runs and runs[-1][1] == shard["records"]:
+            runs[-1][0] += 1
+        else:
+            runs.append([1, shard["records"]])
+    return (" + ".join(f"{n:,} x {size:,}" for n, size in runs) or "0") + " records"
 
 
 def describe_errors(manifest: dict) -> str:
@@ -139,12 +170,16 @@ def _nothing_found(inputs, sources: Sources) -> str:
     return f"no sources found: {shown or 'no inputs given'} ({why}); pass --allow-empty to accept that"
 
 
-def _counting_sources(on_partition: Callable, parts: list) -> Callable:
-    """Wrap the progress hook so each result says how many sources it covered."""
+def _counting_sources(on_partition: Callable, parts: list, sources: Sources) -> Callable:
+    """Wrap the progress hook so each result says how many sources, and how many
+    bytes of them, it covered."""
     counts = [sum(1 for piece in part if not piece.start) for part in parts]
+    sizes = {s.path: s.size for s in sources}
+    nbytes = [sum((p.end - (p.start or 0)) if p.end is not None else sizes.get(p.path, 0) or 0
+                  for p in part) for part in parts]
 
     def hook(result, done, total):
-        result.sources = counts[result.index]
+        result.sources, result.bytes = counts[result.index], nbytes[result.index]
         on_partition(result, done, total)
     return hook
 
@@ -156,6 +191,27 @@ def _in_notebook() -> bool:
         return False
     shell = get_ipython()
     return shell is not None and "IPKernelApp" in getattr(shell, "config", {})
+
+
+@contextmanager
+def _worker_threads(tokenizing: bool):
+    """Local workers started meanwhile tokenize in one thread each.
+
+    A LocalCluster runs one single-threaded worker process per core;
+    ``encode_batch`` would add a Rust thread pool of one thread per core in
+    each of them (oversubscription). ``RAYON_NUM_THREADS=1`` goes into the
+    workers' environment only (Dask's ``distributed.nanny.environ``, for the
+    workers started inside this block), never into this process's; a value
+    already set in the environment wins. Workers of a given cluster keep
+    their own environment.
+    """
+    if not tokenizing:
+        yield
+        return
+    import dask
+    import distributed  # noqa: F401  (its defaults load first: the block restores only our key)
+    with dask.config.set({"distributed.nanny.environ.RAYON_NUM_THREADS": "1"}):
+        yield
 
 
 @contextmanager
@@ -254,7 +310,8 @@ def _killed(exc: BaseException, parts: list) -> WorkerKilledError:
 
 
 def run(inputs, output, *, convert: ConvertOptions | None = None, write: WriteOptions | None = None,
-        cluster: ClusterOptions | None = None, progress: bool | None = None,
+        cluster: ClusterOptions | None = None, tokens: TokenOptions | None = None,
+        progress: bool | None = None,
         on_start: Callable | None = None, on_partition: Callable | None = None,
         **options) -> RunResult:
     """Discover ``inputs``, convert every file on Dask, and write exact shards to ``output``.
@@ -273,7 +330,15 @@ def run(inputs, output, *, convert: ConvertOptions | None = None, write: WriteOp
       ``workers``, ``memory_limit``, ``security``, ``report``. Runs on ``client``
       if given, else on the cluster at ``scheduler``, else on the notebook's
       current client, else on a LocalCluster of ``workers`` processes started
-      (on 127.0.0.1) for this run and closed after it.
+      (on 127.0.0.1) for this run and closed after it;
+    - :class:`~dask_prep.options.TokenOptions`: ``tokenizer`` (a local
+      ``tokenizer.json``, tokenizer folder or sentencepiece ``.model``, or a
+      :class:`tokenizers.Tokenizer`), ``text_field``, ``bos``, ``eos``,
+      ``seq_len`` (pack into sequences of exactly that many tokens), ``last``,
+      ``doc_starts``. With a tokenizer the records are token ids
+      (``{"input_ids": [...]}``), one per document or, packed, per sequence,
+      and the manifest's ``tokens`` counts them
+      (:mod:`dask_prep.tokens.job`).
 
     ``progress`` shows Dask's progress widget (default: inside a notebook only);
     ``on_start(session, sources, npartitions)`` and ``on_partition(result,
@@ -284,9 +349,15 @@ def run(inputs, output, *, convert: ConvertOptions | None = None, write: WriteOp
     when the dataset is already complete.
     """
     t0 = time.perf_counter()
-    given = {ConvertOptions: convert, WriteOptions: write, ClusterOptions: cluster}
-    conv_opts, write_opts, where = split(options, ConvertOptions, WriteOptions, ClusterOptions,
-                                         given={k: v for k, v in given.items() if v is not None})
+    given = {ConvertOptions: convert, WriteOptions: write, ClusterOptions: cluster, TokenOptions: tokens}
+    conv_opts, write_opts, where, token_opts = split(
+        options, ConvertOptions, WriteOptions, ClusterOptions, TokenOptions,
+        given={k: v for k, v in given.items() if v is not None})
+    tokenizing = token_opts.tokenizer is not None
+    if tokenizing:  # a path that is not a tokenizer fails here, before a cluster starts
+        from .tokens.tokenizer import resolve_tokenizer
+        token_opts = replace(token_opts, tokenizer=resolve_tokenizer(
+            token_opts.tokenizer, bos=token_opts.bos, eos=token_opts.eos))
     out = OutputDir(output, conv_opts.storage_options)
     _check_not_an_input(out, inputs)
     check_writable(out, write_opts.overwrite)  # before starting a cluster
@@ -306,7 +377,8 @@ def run(inputs, output, *, convert: ConvertOptions | None = None, write: WriteOp
         with ThreadPoolExecutor(1) as pool:
             # find the files and plan the tasks while the cluster's worker processes start
             prepared = pool.submit(prepare)
-            session = stack.enter_context(dask_session(where))
+            with _worker_threads(tokenizing):
+                session = stack.enter_context(dask_session(where))
             sources, summary, parts, bag = prepared.result()
         if sources.missing:
             logger.warning("%d input(s) not found: %s", len(sources.missing),
@@ -321,14 +393,19 @@ def run(inputs, output, *, convert: ConvertOptions | None = None, write: WriteOp
         if on_start:
             on_start(session, sources, bag.npartitions)
         if on_partition:
-            on_partition = _counting_sources(on_partition, parts)
+            on_partition = _counting_sources(on_partition, parts, sources)
         if where.report:
             from distributed import performance_report
             stack.enter_context(performance_report(filename=os.fspath(where.report)))
         if progress or (progress is None and _in_notebook()):
             stack.enter_context(_notebook_progress())
-        job = WriteJob(bag, out, write_opts, metadata=metadata, sources=len(sources),
-                       on_partition=on_partition, source_files=sources)
+        kwargs = dict(metadata=metadata, sources=len(sources), on_partition=on_partition,
+                      source_files=sources)
+        if tokenizing:
+            from .tokens.job import TokenJob
+            job = TokenJob(bag, out, write_opts, token_opts, **kwargs)
+        else:
+            job = WriteJob(bag, out, write_opts, **kwargs)
         try:
             manifest = job.run()
         except Exception as exc:
@@ -337,4 +414,4 @@ def run(inputs, output, *, convert: ConvertOptions | None = None, write: WriteOp
             raise
     return RunResult(os.fspath(output), manifest, len(sources), list(sources.missing),
                      sources.excluded, time.perf_counter() - t0, session.workers,
-                     session.dashboard_link)
+                     session.dashboard_link, getattr(job, "already_complete", False))

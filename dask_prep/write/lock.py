@@ -64,7 +64,7 @@ class RunLock:
         if self._holder(include_self=True) == self.me:
             self.out.remove(LOCK)
         if self.out.exists(WORK) and not self.out.listdir(WORK):
-            self.out.remove(WORK)
+            self.out.remove_work()  # empty
 
     def _holder(self, include_self: bool = False) -> dict | None:
         """The live holder of the lock, or None if it is free or stale."""

@@ -139,9 +139,25 @@ class OutputDir:
             self.fs.mv(self.path(src), self.path(dst))
 
     def remove(self, name: str) -> None:
+        """Delete the file ``name`` if it exists: one file of dask-prep's own, by a
+        name it made (never a folder, never a path leaving the output)."""
+        _check_own_name(name)
         path = self.path(name)
-        if self.fs.exists(path):
-            self.fs.rm(path, recursive=self.fs.isdir(path))
+        if not self.fresh().fs.exists(path):
+            return
+        if self.fs.isdir(path):
+            raise OutputExistsError(f"{path} is a directory; dask-prep deletes only files it wrote "
+                                    "and never a folder: move it away and run again")
+        if self.local:
+            os.remove(path)
+        else:
+            self.fs.rm_file(path)
+
+    def remove_work(self) -> None:
+        """Delete the work folder ``.dask-prep/`` and what it holds (only that folder)."""
+        path = self.path(WORK)
+        if self.fresh().fs.exists(path):
+            self.fs.rm(path, recursive=True)
 
     def listdir(self, name: str = "") -> list[str]:
         """Names directly inside folder ``name`` (empty if it does not exist)."""
@@ -155,13 +171,23 @@ class OutputDir:
     def foreign_files(self) -> list[str]:
         """Entries that dask-prep would not have written."""
         from .formats import dataset_file_names, shard_file_pattern
-        ours = {MANIFEST, ERRORS, SOURCES, EXCLUDED, WORK, OLD_MANIFEST, OLD_ERRORS, OLD_SOURCES,
-                *dataset_file_names()}
+        names = self.listdir()
+        ours = {MANIFEST, ERRORS, SOURCES, EXCLUDED, WORK, *dataset_file_names()}
+        if OLD_MANIFEST in names:  # a version 1 dataset; else these are the user's own
+            ours |= {OLD_MANIFEST, OLD_ERRORS, OLD_SOURCES}
         shard = shard_file_pattern()
-        return [n for n in self.listdir() if n not in ours and not shard.match(n) and _TMP not in n]
+        return [n for n in names if n not in ours and not shard.match(n) and _TMP not in n]
 
     def write_json(self, name: str, obj) -> None:
         self.write_atomic(name, (json.dumps(obj, indent=1, sort_keys=False) + "\n").encode())
+
+
+def _check_own_name(name: str) -> None:
+    """A name dask-prep made: in the folder or its work folder, never leaving them."""
+    parts = name.split("/")
+    if (not name or "\\" in name or len(parts) > 2 or (len(parts) == 2 and parts[0] != WORK)
+            or any(p in ("", ".", "..") for p in parts)):
+        raise ValueError(f"refusing to delete {name!r}: not a name dask-prep writes")
 
 
 def check_writable(out: OutputDir, overwrite: bool) -> None:
