@@ -259,3 +259,43 @@ def test_run_leaves_the_callers_process_as_it_was(tmp_path):
     for workers in seen:
         for view in workers.values():
             assert view == {"OMP_NUM_THREADS": "1", "PYTHONHASHSEED": "6640", "fsspec": {}}
+
+
+@pytest.mark.slow  # an embedded cluster, and clients that must time out
+def test_the_embedded_cluster_admits_only_its_owner(tmp_path):
+    """The embedded scheduler speaks TLS with credentials made for this run: a
+    client without them (plain TCP, TLS without a certificate or with another
+    CA's) is refused
+    while the run is live; with them it connects. The dashboard stays plain
+    HTTP on 127.0.0.1."""
+    import urllib.request
+
+    from distributed import Client
+    from distributed.security import Security
+    make_corpus(tmp_path / "in", n=4)
+    seen = {}
+
+    def on_start(session, sources, npartitions):
+        addr = session.client.scheduler.address
+        seen["address"], seen["link"] = addr, session.dashboard_link
+        stranger = Security.temporary()  # TLS, but certificates of another CA
+        for attempt, security in ((addr.replace("tls://", "tcp://"), None), (addr, None),
+                                  (addr, stranger)):
+            try:
+                with Client(attempt, timeout=2, security=security):
+                    seen.setdefault("admitted", []).append(attempt)
+            except Exception as exc:  # refused: TimeoutError, OSError, or no TLS context
+                seen.setdefault("refused", []).append((attempt, type(exc).__name__))
+        with Client(addr, security=session.client.security, timeout=10) as owner:
+            seen["owner"] = owner.submit(sum, [1, 2]).result()
+        with urllib.request.urlopen(session.dashboard_link.replace("/status", "/health"), timeout=5) as r:
+            seen["health"] = r.read().decode()
+
+    t0 = time.perf_counter()
+    result = dp.run([tmp_path / "in"], tmp_path / "out", workers=1, on_start=on_start)
+    assert result.records > 0
+    assert seen["address"].startswith("tls://127.0.0.1:")
+    assert "admitted" not in seen and len(seen["refused"]) == 3, seen
+    assert seen["owner"] == 3 and seen["health"] == "ok"
+    assert seen["link"].startswith("http://127.0.0.1:")
+    assert time.perf_counter() - t0 < 60

@@ -200,8 +200,13 @@ def dask_session(options=None, *, timeout: float | None = None, **fields):
 
 
 @contextmanager
-def _local_cluster(n: int, memory_limit):
+def _local_cluster(n: int, memory_limit, tls: bool | None = None):
+    """``tls``: the cluster speaks TLS with credentials of its own, made for it
+    (``Security.temporary()``), so that no other local user can connect to its
+    scheduler and run code as this user; default: dask config
+    ``dask-prep.local-tls`` (True)."""
     from distributed import Client, LocalCluster
+    from distributed.security import Security
 
     # Workers import the writer (pyarrow and all) while they start, which
     # overlaps with discovery, instead of inside the first tasks. They start
@@ -215,11 +220,14 @@ def _local_cluster(n: int, memory_limit):
             method = _start_method()
             if method == "forkserver":
                 _start_fork_server(environ)
+            if tls is None:
+                tls = dask.config.get("dask-prep.local-tls", True)
+            security = Security.temporary() if tls else None
             with dask.config.set({"distributed.worker.multiprocessing-method": method}):
                 cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
                                        host="127.0.0.1", dashboard_address="127.0.0.1:0",
                                        memory_limit=memory_limit, preload=["dask_prep.write.partition"],
-                                       env=environ, silence_logs=logging.ERROR)
+                                       env=environ, silence_logs=logging.ERROR, security=security)
         try:
             c = Client(cluster)
             port = cluster.scheduler.http_server.port if cluster.scheduler.http_server else None
