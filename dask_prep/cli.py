@@ -12,6 +12,8 @@ import logging
 import os
 import sys
 import sysconfig
+import threading
+import time
 
 import click
 
@@ -39,43 +41,112 @@ class _Interrupted(_Fail):
     exit_code = 130
 
 
-def _progress(quiet: bool):
-    """``on_start``/``on_partition`` hooks drawing a tqdm bar on stderr."""
-    state = {}
+class _Progress:
+    """The run's progress on stderr, in bytes of sources (the work), not files.
 
-    def on_start(session, sources, npartitions):
-        if quiet:
+    On a terminal: a tqdm bar, then the commit as its own step. Elsewhere (CI,
+    Kubernetes logs, a file): one line every ``interval`` seconds (dask config
+    ``dask-prep.progress-interval``, default 5s), never carriage returns.
+    """
+
+    def __init__(self, quiet: bool, interval: float | None = None, tty: bool | None = None):
+        import dask
+        from dask.utils import parse_timedelta
+        self.quiet = quiet
+        self.tty = sys.stderr.isatty() if tty is None else tty
+        self.interval = interval if interval is not None else parse_timedelta(
+            dask.config.get("dask-prep.progress-interval", "5s"))
+        self.bar = self.ticker = None
+        self.total = self.bytes = self.records = self.shards = self.errors = 0
+        self.done = self.parts = 0
+        self.t0 = self.t_commit = None
+        self.stop = threading.Event()
+        self.lock = threading.Lock()
+
+    def on_start(self, session, sources, npartitions):
+        if self.quiet:
             return
+        from dask.utils import format_bytes
         click.echo(f"dashboard: {session.dashboard_link or 'not available'}", err=True)
-        click.echo(f"{len(sources):,} sources ({sources.total_bytes:,} bytes) in {npartitions} "
+        click.echo(f"{len(sources):,} sources ({format_bytes(sources.total_bytes)}) in {npartitions} "
                    f"partitions on {session.workers} worker(s)", err=True)
-        from tqdm.auto import tqdm
-        state["bar"] = tqdm(total=len(sources), unit="src", file=sys.stderr, dynamic_ncols=True)
-        state["records"] = state["shards"] = state["errors"] = 0
+        self.total, self.parts, self.t0 = sources.total_bytes, npartitions, time.monotonic()
+        if self.tty:
+            from tqdm.auto import tqdm
+            self.bar = tqdm(total=self.total, unit="B", unit_scale=True, unit_divisor=1024,
+                            desc="convert", file=sys.stderr, dynamic_ncols=True)
+        else:
+            self.ticker = threading.Thread(target=self._tick, name="dask-prep-progress", daemon=True)
+            self.ticker.start()
 
-    def on_partition(result, done, total):
-        bar = state.get("bar")
-        if bar is None:
+    def on_partition(self, result, done, total):
+        if self.quiet or self.t0 is None:
             return
-        state["records"] += result.records
-        state["shards"] += len(result.shards)
-        state["errors"] += len(result.errors)
-        bar.set_postfix(records=f"{state['records']:,}", shards=state["shards"],
-                        errors=state["errors"], refresh=False)
-        bar.update(result.sources)
+        with self.lock:
+            self.bytes += getattr(result, "bytes", 0)
+            self.records += result.records
+            self.shards += len(result.shards)
+            self.errors += len(result.errors)
+            self.done, self.parts = done, total
+            if done >= total:
+                self.bytes = max(self.bytes, self.total)  # partitions done before a resume
+        if self.bar is not None:
+            self.bar.set_postfix(parts=f"{done}/{total}", records=f"{self.records:,}",
+                                 errors=self.errors, refresh=False)
+            self.bar.update(self.bytes - self.bar.n)
+        if done >= total:
+            self._commit_starts()
 
-    def close():
-        if state.get("bar") is not None:
-            state.pop("bar").close()
+    def _line(self) -> str:
+        from dask.utils import format_bytes, format_time
+        elapsed = time.monotonic() - self.t0
+        share = self.bytes / self.total if self.total else 0.0
+        rate = self.bytes / elapsed if elapsed > 0 else 0.0
+        left = f", {format_time((self.total - self.bytes) / rate)} left" if 0 < rate and share < 1 else ""
+        return (f"progress: {share:.0%} of {format_bytes(self.total)} ({self.done}/{self.parts} "
+                f"partitions), {self.records:,} records, {self.errors:,} errors, "
+                f"{format_bytes(int(rate))}/s{left}")
 
-    return on_start, on_partition, close
+    def _tick(self):
+        while not self.stop.wait(self.interval):
+            with self.lock:
+                if self.t_commit is not None:
+                    return
+                line = self._line()
+            click.echo(line, err=True)
+
+    def _commit_starts(self):
+        with self.lock:
+            if self.t_commit is not None:
+                return
+            self.t_commit = time.monotonic()
+            line = None if self.bar is not None else self._line()
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+        else:
+            click.echo(line, err=True)
+        click.echo("commit: merging the leftover records into the last shards, writing the manifest",
+                   err=True)
+
+    def close(self, ok: bool = False):
+        self.stop.set()
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+        if ok and self.t_commit is not None and not self.quiet:
+            from dask.utils import format_time
+            click.echo(f"commit: done in {format_time(time.monotonic() - self.t_commit)}", err=True)
 
 
 def _run(inputs, output, *, quiet=False, **options):
     from .runner import run
-    on_start, on_partition, close = _progress(quiet)
+    progress = _Progress(quiet)
+    ok = False
     try:
-        result = run(list(inputs), output, on_start=on_start, on_partition=on_partition, **options)
+        result = run(list(inputs), output, on_start=progress.on_start,
+                     on_partition=progress.on_partition, **options)
+        ok = True
     except KeyboardInterrupt:
         raise _Interrupted(
             f"interrupted; finished partitions are kept in {output}/.dask-prep: "
@@ -86,7 +157,7 @@ def _run(inputs, output, *, quiet=False, **options):
         logging.getLogger(__name__).debug("the run failed", exc_info=True)
         raise _Fail(f"{type(exc).__name__}: {_one_line(exc)}") from None
     finally:
-        close()
+        progress.close(ok)
     click.echo(result.summary())
     return result
 
@@ -94,6 +165,20 @@ def _run(inputs, output, *, quiet=False, **options):
 def _one_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split()) or repr(exc)
     return text if len(text) <= 1000 else text[:1000] + " ..."
+
+
+def _size(value, name: str, least: int = 0):
+    """Bytes from ``64MB``, ``2GiB`` or ``65536`` (Dask's ``parse_bytes``)."""
+    if value is None:
+        return None
+    from .options import parse_size
+    try:
+        n = parse_size(name, value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    if n < least:
+        raise click.BadParameter(f"{value!r} is less than {least:,} bytes")
+    return n
 
 
 def _existing_file(ctx, param, value):
@@ -139,8 +224,8 @@ convert_options = functools.partial(
     click.option("--on-error", type=click.Choice(["skip", "raise"]), default="skip", show_default=True),
     click.option("--encoding-errors", type=click.Choice(["strict", "replace"]), default="strict",
                  show_default=True, help="invalid UTF-8: fail the file, or replace bad bytes"),
-    click.option("--partition-size", type=click.IntRange(min=8192),
-                 help="input bytes per task (default: automatic)"))
+    click.option("--partition-size", callback=lambda ctx, p, v: _size(v, "--partition-size", 8192),
+                 help="input bytes per task, e.g. 64MB (default: automatic)"))
 
 
 def _write(format_, shard_size, overwrite, max_errors, allow_empty):
@@ -411,6 +496,41 @@ def demo(output, workers, format_, overwrite):
         for rec in ds.read_shard(0)[:3]:
             click.echo(f"  {json.dumps(rec, ensure_ascii=False)[:110]}")
     click.echo(f"\nnext: dask-prep info {output}   |   dask-prep verify {output}")
+
+
+@main.group("tokenizer")
+def tokenizer_group():
+    """Tokenizers for --tokenizer."""
+
+
+@tokenizer_group.command("train")
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
+              help="the tokenizer.json to write")
+@click.option("--vocab-size", type=click.IntRange(min=258), required=True, help="tokens in the vocabulary")
+@click.option("--sample", type=click.FloatRange(0, 1, min_open=True), default=1.0, show_default=True,
+              help="fraction of the documents to train on (chosen by --seed)")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--min-frequency", type=click.IntRange(min=1), default=2, show_default=True,
+              help="merge only pairs seen at least this often")
+@click.option("--special", "specials", multiple=True,
+              help="special token (repeatable; default <|endoftext|>, the EOS --tokenizer finds)")
+@click.option("--text-field", default="text", show_default=True, help="field of dict records to train on")
+@convert_options()
+@cluster_options()
+def tokenizer_train(inputs, output, vocab_size, sample, seed, min_frequency, specials, text_field,
+                    convert, cluster):
+    """Train a byte-level BPE tokenizer on INPUT... (read on the cluster)."""
+    from .tokens.train import train_tokenizer
+    try:
+        result = train_tokenizer(list(inputs), output, vocab_size=vocab_size, sample=sample, seed=seed,
+                                 min_frequency=min_frequency, special_tokens=specials or ("<|endoftext|>",),
+                                 text_field=text_field, convert=convert, cluster=cluster)
+    except (ConverterNotFoundError, ValueError) as exc:
+        raise _Usage(str(exc)) from None
+    except Exception as exc:
+        raise _Fail(f"{type(exc).__name__}: {_one_line(exc)}") from None
+    click.echo(result.summary())
 
 
 if __name__ == "__main__":  # pragma: no cover

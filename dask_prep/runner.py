@@ -42,6 +42,8 @@ class RunResult:
     elapsed: float = 0.0
     workers: int = 0
     dashboard_link: str | None = None
+    #: True when the dataset was complete before this run (nothing was converted).
+    already_complete: bool = False
 
     @property
     def records(self) -> int:
@@ -60,27 +62,34 @@ class RunResult:
         return self.records / self.elapsed if self.elapsed else 0.0
 
     def rows(self) -> list[tuple[str, str]]:
+        from dask.utils import format_bytes, format_time
         m = self.manifest
+        nbytes = m.get("sources", {}).get("bytes", 0)
         rows = [
             ("output", self.output),
-            ("sources", f"{self.sources:,} files ({m.get('sources', {}).get('bytes', 0):,} bytes)"),
+            ("sources", f"{self.sources:,} files ({format_bytes(nbytes)})"),
             ("records", f"{self.records:,}"),
-            ("shards", f"{self.shards:,} x {m['shard_size']:,} records ({m['format']})"),
+            ("shards", f"{shard_counts(m)} ({m['format']})"),
             ("errors", describe_errors(m)),
-            ("elapsed", f"{self.elapsed:.1f} s on {self.workers} worker(s)"),
-            ("throughput", f"{self.records_per_second:,.0f} records/s"),
         ]
         if m.get("tokens"):
             t = m["tokens"]
             packed = f", sequences of {t['seq_len']:,}" if t.get("seq_len") else ""
             rows.insert(3, ("tokens", f"{t['total_tokens']:,} from {t['documents']:,} documents{packed}, "
                                       f"padding {t['padding']:,}, dropped {t.get('dropped_tokens', 0):,}"))
+        if self.already_complete:
+            rows.append(("status", f"already complete: nothing converted (checked in "
+                                   f"{format_time(self.elapsed)}; --overwrite rebuilds it)"))
+        else:
+            rate = nbytes / self.elapsed if self.elapsed else 0.0
+            rows += [("elapsed", f"{format_time(self.elapsed)} on {self.workers} worker(s)"),
+                     ("throughput", f"{self.records_per_second:,.0f} records/s, {format_bytes(int(rate))}/s")]
         if self.missing:
             shown = ", ".join(self.missing[:3]) + (" ..." if len(self.missing) > 3 else "")
             rows.insert(2, ("missing", f"{len(self.missing)} input(s) not found: {shown}"))
         if self.excluded:
             rows.insert(2, ("excluded", f"{self.excluded:,} files"))
-        if m.get("run", {}).get("resumed_partitions"):
+        if m.get("run", {}).get("resumed_partitions") and not self.already_complete:
             rows.append(("resumed", f"{m['run']['resumed_partitions']} partition(s) were already done"))
         return rows
 
@@ -96,6 +105,23 @@ class RunResult:
     def __repr__(self) -> str:
         return (f"RunResult({self.records:,} records in {self.shards} shards, "
                 f"{self.errors} errors, {self.elapsed:.1f}s)")
+
+
+def shard_counts(manifest: dict) -> str:
+    """The shards as they are: ``"14 x 10,000 + 1 x 4,434 records"``.
+
+    >>> shard_counts({"shards": [{"records": 10}] * 3 + [{"records": 4}]})
+    '3 x 10 + 1 x 4 records'
+    >>> shard_counts({"shards": []})
+    '0 records'
+    """
+    runs: list[list[int]] = []
+    for shard in manifest["shards"]:
+        if runs and runs[-1][1] == shard["records"]:
+            runs[-1][0] += 1
+        else:
+            runs.append([1, shard["records"]])
+    return (" + ".join(f"{n:,} x {size:,}" for n, size in runs) or "0") + " records"
 
 
 def describe_errors(manifest: dict) -> str:
@@ -144,12 +170,16 @@ def _nothing_found(inputs, sources: Sources) -> str:
     return f"no sources found: {shown or 'no inputs given'} ({why}); pass --allow-empty to accept that"
 
 
-def _counting_sources(on_partition: Callable, parts: list) -> Callable:
-    """Wrap the progress hook so each result says how many sources it covered."""
+def _counting_sources(on_partition: Callable, parts: list, sources: Sources) -> Callable:
+    """Wrap the progress hook so each result says how many sources, and how many
+    bytes of them, it covered."""
     counts = [sum(1 for piece in part if not piece.start) for part in parts]
+    sizes = {s.path: s.size for s in sources}
+    nbytes = [sum((p.end - (p.start or 0)) if p.end is not None else sizes.get(p.path, 0) or 0
+                  for p in part) for part in parts]
 
     def hook(result, done, total):
-        result.sources = counts[result.index]
+        result.sources, result.bytes = counts[result.index], nbytes[result.index]
         on_partition(result, done, total)
     return hook
 
@@ -339,7 +369,7 @@ def run(inputs, output, *, convert: ConvertOptions | None = None, write: WriteOp
             with fewer_collections():  # one object (or more) per file
                 sources = inputs if isinstance(inputs, Sources) else discover(
                     inputs, suffixes=conv_opts.suffixes or None, exclude=conv_opts.exclude,
-                    storage_options=conv_opts.storage_options)
+                    storage_options=conv_opts.storage_options, outside=out.url_of(""))
                 parts = plan_partitions(sources, partition_size=conv_opts.partition_size,
                                         splittable=conv.splittable)
                 return sources, sources.summary(), parts, bag_of(parts, conv, conv_opts, sources)
@@ -363,7 +393,7 @@ def run(inputs, output, *, convert: ConvertOptions | None = None, write: WriteOp
         if on_start:
             on_start(session, sources, bag.npartitions)
         if on_partition:
-            on_partition = _counting_sources(on_partition, parts)
+            on_partition = _counting_sources(on_partition, parts, sources)
         if where.report:
             from distributed import performance_report
             stack.enter_context(performance_report(filename=os.fspath(where.report)))
@@ -384,4 +414,4 @@ def run(inputs, output, *, convert: ConvertOptions | None = None, write: WriteOp
             raise
     return RunResult(os.fspath(output), manifest, len(sources), list(sources.missing),
                      sources.excluded, time.perf_counter() - t0, session.workers,
-                     session.dashboard_link)
+                     session.dashboard_link, getattr(job, "already_complete", False))

@@ -62,7 +62,39 @@ def test_exclude_file_with_trailing_whitespace_and_crlf(tree):
     ex = write(tree / "exclude.lst", "x.txt  \r\n" + str(tree / "a" / "b") + "\r\n*.gz\n")
     s = dp.discover(tree / "a", exclude=str(ex))
     assert names(s, tree) == []
-    assert s.excluded == 2  # x.txt and y.txt.gz; the excluded folder a/b is not even walked
+    assert s.excluded == 4  # x.txt, y.txt.gz, and the two files in the excluded folder a/b
+    assert s.excluded_files == ((str(tree / "a/b/skip.md"), str(tree / "a" / "b")),
+                                (str(tree / "a/b/z.txt"), str(tree / "a" / "b")),
+                                (str(tree / "a/x.txt"), "x.txt"), (str(tree / "a/y.txt.gz"), "*.gz"))
+
+
+def test_relative_exclude_entries_are_relative_to_the_list_folder(tree, tmp_path_factory,
+                                                                  monkeypatch):
+    ex = write(tree / "lists" / "bad docs.lst", "../a/x.txt\n../a/b/\n")
+    monkeypatch.chdir(tmp_path_factory.mktemp("elsewhere"))  # not the list's folder
+    s = dp.discover(tree / "a", exclude=str(ex))
+    assert names(s, tree) == ["a/y.txt.gz"]
+    assert [p for p, _ in s.excluded_files] == [str(tree / f"a/{n}") for n in ("b/skip.md", "b/z.txt", "x.txt")]
+    assert {by for _, by in s.excluded_files} == {"../a/x.txt", "../a/b/"}
+
+
+def test_an_exclude_entry_that_matches_nothing_is_warned_once(tree, caplog):
+    ex = write(tree / "exclude.lst", "x.txt\nno-such-file.txt\nsubdir/gone/\n*.none\n")
+    with caplog.at_level("WARNING", logger="dask_prep"):
+        s = dp.discover([tree / "a", tree / "a" / "b"], exclude=str(ex))
+    assert s.excluded == 1
+    warned = [r.getMessage() for r in caplog.records if "matched nothing" in r.getMessage()]
+    assert warned == [f"exclude list {ex}: 3 entries matched nothing: 'no-such-file.txt', "
+                      "'subdir/gone/', '*.none'"]
+
+
+def test_an_excluded_folder_by_name_anywhere_and_its_files_counted(tree):
+    write(tree / "a" / "b" / "drafts" / "d1.txt", "draft")
+    write(tree / "a" / "drafts" / "d2.txt", "draft")
+    s = dp.discover(tree, exclude=["drafts", str(tree / "a" / "b") + "/"], suffixes=".txt")
+    assert names(s, tree) == ["a/x.txt", "a/y.txt.gz", "c.txt"]
+    assert sorted(os.path.relpath(p, tree) for p, _ in s.excluded_files) == [
+        "a/b/drafts/d1.txt", "a/b/z.txt", "a/drafts/d2.txt"]
 
 
 def test_exclude_as_list_of_patterns(tree):
@@ -215,3 +247,59 @@ def test_cli_run_on_a_real_tree_names_every_file_it_cannot_use(tree, tmp_path, c
     assert all("Too many levels of symbolic links" in e["message"] for e in errors)
     json.loads((out / MANIFEST).read_text())
     assert dp.verify(out).ok
+
+
+@pytest.mark.slow  # a CLI process on the session cluster
+def test_cli_exclude_list_relative_to_itself_counted_and_listed_beside_the_dataset(tree, tmp_path,
+                                                                                  cluster):
+    ex = write(tree / "lists" / "exclude.lst", "../a/b/\n../a/x.txt\nnot-there.txt\n")
+    out = tmp_path / "out"
+    cmd = dask_prep_cli() + ["run", str(tree / "a"), "-o", str(out), "--exclude", str(ex),
+                             "--scheduler", cluster.scheduler_address]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env_without_client(), timeout=120,
+                          cwd=tmp_path)  # not the list's folder
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.count("1 entry matched nothing: 'not-there.txt'") == 1
+    assert sorted(r["path"] for r in dp.open(out)) == [str(tree / "a" / "y.txt.gz")]
+    m = json.loads((out / MANIFEST).read_text())
+    assert m["sources"]["excluded"] == 3 and m["sources"]["excluded_file"] == ".excluded.jsonl"
+    listed = [json.loads(line) for line in (out / ".excluded.jsonl").read_text().splitlines()]
+    assert listed == [{"path": str(tree / "a/b/skip.md"), "entry": "../a/b/"},
+                      {"path": str(tree / "a/b/z.txt"), "entry": "../a/b/"},
+                      {"path": str(tree / "a/x.txt"), "entry": "../a/x.txt"}]
+    # a rerun with --overwrite and nothing excluded leaves no stale list
+    proc = subprocess.run(cmd[:cmd.index("--exclude")] + cmd[cmd.index("--scheduler"):] + ["--overwrite"],
+                          capture_output=True, text=True, env=env_without_client(), timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert not (out / ".excluded.jsonl").exists() and len(list(dp.open(out))) == 4
+
+
+def test_the_output_folder_inside_an_input_folder_is_never_read(tree, tmp_path):
+    out = tree / "a" / "out"
+    write(out / "shard-00000.parquet", b"PAR1\x00old shards")
+    (tmp_path / "link").symlink_to(tree / "a", target_is_directory=True)
+    for given in ([tree / "a"], [tree / "a" / "**"], [out / "shard-00000.parquet", tree / "c.txt"],
+                  [tmp_path / "link"]):
+        s = dp.discover(given, outside=out)
+        assert not [x.path for x in s if "/out/" in x.path], given
+    # the output given through a link: its real folder is kept out too
+    s = dp.discover(tree / "a", outside=tmp_path / "link" / "out")
+    assert names(s, tree) == ["a/b/skip.md", "a/b/z.txt", "a/x.txt", "a/y.txt.gz"]
+
+
+@pytest.mark.slow  # two CLI runs on the session cluster
+def test_cli_rerun_with_overwrite_never_reads_its_own_output(tree, tmp_path, cluster):
+    """The output inside the input folder: the second run (--overwrite) is the
+    same dataset as the first, and input == output is refused up front."""
+    base = dask_prep_cli() + ["run", str(tree / "a"), "--scheduler", cluster.scheduler_address, "-q"]
+    kw = dict(capture_output=True, text=True, env=env_without_client(), timeout=120)
+    first = subprocess.run(base + ["-o", str(tree / "a" / "out")], **kw)
+    assert first.returncode == 0, first.stderr
+    before = [r for r in dp.open(tree / "a" / "out")]
+    again = subprocess.run(base + ["-o", str(tree / "a" / "out"), "--overwrite"], **kw)
+    assert again.returncode == 0, again.stderr
+    assert [r for r in dp.open(tree / "a" / "out")] == before and dp.open(tree / "a" / "out").manifest["errors"] == 0
+    verify = subprocess.run(dask_prep_cli() + ["verify", "--sources", str(tree / "a" / "out")], **kw)
+    assert verify.returncode == 0 and "sources: unchanged" in verify.stdout, verify.stdout
+    same = subprocess.run(base + ["-o", str(tree / "a")], **kw)
+    assert same.returncode != 0 and "is also an input" in same.stderr

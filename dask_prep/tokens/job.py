@@ -427,5 +427,5 @@ class TokenJob(WriteJob):
                     "resumed_partitions": self.resumed},
         }, self.out.path(MANIFEST))
         manifest.write(self.out)
-        self.out.remove(WORK)
+        self.out.remove_work()
         return manifest

@@ -19,7 +19,8 @@ from collections import Counter
 from ..errors import SchemaMismatchError, TooManyErrorsError
 from .formats import ShardFormat
 from .formats import dataset_file_names, shard_file_pattern
-from .output import ERRORS, MANIFEST, OLD_ERRORS, OLD_MANIFEST, OLD_SOURCES, SOURCES, WORK, OutputDir
+from .output import (ERRORS, EXCLUDED, MANIFEST, OLD_ERRORS, OLD_MANIFEST, OLD_SOURCES, SOURCES, WORK,
+                     OutputDir)
 from .results import PartResult, ShardInfo
 
 __all__ = ["MergePlan", "plan_merges", "final_schema", "stale_shards", "rename_shards",
@@ -81,7 +82,7 @@ def stale_shards(fmt: ShardFormat, results: list[PartResult], schema) -> list[in
 
 
 def _own_root_name(name) -> bool:
-    fixed = {MANIFEST, ERRORS, SOURCES, OLD_MANIFEST, OLD_ERRORS, OLD_SOURCES, *dataset_file_names()}
+    fixed = {MANIFEST, ERRORS, SOURCES, EXCLUDED, OLD_MANIFEST, OLD_ERRORS, OLD_SOURCES, *dataset_file_names()}
     return isinstance(name, str) and (name in fixed or bool(shard_file_pattern().match(name)))
 
 

@@ -31,7 +31,7 @@ from . import commit
 from .formats import format_class, shard_file_pattern
 from .lock import LOCK, RunLock
 from .manifest import VERSION, Manifest
-from .output import ERRORS, MANIFEST, OLD_SOURCES, WORK, OutputDir, check_writable
+from .output import ERRORS, EXCLUDED, MANIFEST, OLD_SOURCES, WORK, OutputDir, check_writable
 from .partition import write_partition
 from .results import PartResult, ShardInfo, load_marker
 from .sources_file import SOURCES, read_sources, source_changes, write_sources
@@ -188,6 +188,8 @@ def _dataset_files(m: Manifest) -> list[str]:
     names = [m.name, *m.files, *format_class(m.format).dataset_files, m.errors_file]
     if m.get("sources", {}).get("file") in (SOURCES, OLD_SOURCES):
         names.append(m["sources"]["file"])
+    if m.get("sources", {}).get("excluded_file") == EXCLUDED:
+        names.append(EXCLUDED)
     return names
 
 
@@ -216,6 +218,7 @@ class WriteJob:
         check_writable(self.out, self.opts.overwrite)
         with RunLock(self.out) as self.lock:
             existing = self._prepare()
+            self.already_complete = existing is not None
             if existing is not None:
                 logger.info("%s is already complete; nothing to do", self.out.url)
                 return existing
@@ -280,7 +283,7 @@ class WriteJob:
 
     def _refuse_foreign(self, owned: set) -> None:
         """Stop at a file bearing one of dask-prep's names that it did not write."""
-        fixed = {MANIFEST, ERRORS, SOURCES, *format_class(self.opts.format).dataset_files}
+        fixed = {MANIFEST, ERRORS, SOURCES, EXCLUDED, *format_class(self.opts.format).dataset_files}
         shard = shard_file_pattern()
         for name in self.out.listdir():
             if (name in fixed or shard.match(name)) and name not in owned:
@@ -408,14 +411,15 @@ class WriteJob:
             full[i] = info
         merged.update(zip(todo, new[len(stale):]))
         commit.claim(self.out, [ERRORS, *fmt.dataset_files,
-                                *([SOURCES] if self.source_files is not None else [])])
+                                *([SOURCES, EXCLUDED] if self.source_files is not None else [])])
         entries = commit.rename_shards(self.out, full + [merged[k] for k in range(len(groups))], fmt.suffix)
         error_types = commit.write_errors(self.out, results)
         format_info = fmt.finalize(self.out, entries)
         if self.source_files is not None:
             self.metadata.setdefault("sources", {}).update(write_sources(self.out, self.source_files))
         keep = {f for s in entries for f in (s["file"], *(c["file"] for c in s.get("companions", ())))}
-        keep |= {ERRORS, *fmt.dataset_files, *([SOURCES] if self.source_files is not None else [])}
+        keep |= {ERRORS, *fmt.dataset_files, *([SOURCES] if self.source_files is not None else []),
+                 *([EXCLUDED] if getattr(self.source_files, "excluded_files", ()) else [])}
         for name in commit.claimed(self.out):  # an earlier dataset's or interrupted run's leftovers
             if name not in keep:
                 self.out.remove(name)

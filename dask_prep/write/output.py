@@ -33,11 +33,12 @@ from ..errors import OutputExistsError
 from ..paths import filesystem
 
 __all__ = ["OutputDir", "MANIFEST", "ERRORS", "SOURCES", "WORK", "OLD_MANIFEST", "OLD_ERRORS",
-           "OLD_SOURCES", "check_writable"]
+           "OLD_SOURCES", "EXCLUDED", "check_writable"]
 
 MANIFEST = ".manifest.json"
 ERRORS = ".errors.jsonl"
 SOURCES = ".sources.jsonl"  # the sources a dataset was made from (sources_file.py)
+EXCLUDED = ".excluded.jsonl"  # the files its exclude list left out, and by which entry
 # layout version 1
 OLD_MANIFEST, OLD_ERRORS, OLD_SOURCES = "manifest.json", "errors.jsonl", "_sources.jsonl"
 WORK = ".dask-prep"
@@ -178,7 +179,7 @@ class OutputDir:
         """Entries that dask-prep would not have written."""
         from .formats import dataset_file_names, shard_file_pattern
         names = self.listdir()
-        ours = {MANIFEST, ERRORS, SOURCES, WORK, *dataset_file_names()}
+        ours = {MANIFEST, ERRORS, SOURCES, EXCLUDED, WORK, *dataset_file_names()}
         if OLD_MANIFEST in names:  # a version 1 dataset; else these are the user's own
             ours |= {OLD_MANIFEST, OLD_ERRORS, OLD_SOURCES}
         shard = shard_file_pattern()

@@ -3,7 +3,7 @@
 ``.sources.jsonl`` holds one ``[path, size, modified]`` line per source (the
 ``.`` keeps it out of the data for Parquet readers; version 1 folders named it
 ``_sources.jsonl``); the manifest records its
-sha256. A later run of the same command compares today's sources with it, and
+sha256. ``.excluded.jsonl`` beside it lists the files the exclude list left out. A later run of the same command compares today's sources with it, and
 ``dask-prep verify --sources`` lists what changed, was added or disappeared.
 
 >>> from dask_prep.ingest.sources import Source
@@ -18,17 +18,25 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from .output import OLD_SOURCES, SOURCES, OutputDir
+from .output import EXCLUDED, OLD_SOURCES, SOURCES, OutputDir
 
 __all__ = ["SOURCES", "SourceChanges", "write_sources", "read_sources", "source_changes",
            "check_sources"]
 
 
 def write_sources(out: OutputDir, sources: Iterable) -> dict:
-    """Write the list; the manifest's record of it."""
+    """Write the list, and when the exclude list left files out, the list of
+    those (``.excluded.jsonl``: one ``{"path", "entry"}`` line per file, the
+    entry as written); the manifest's record of them."""
     data = "".join(json.dumps([s.path, s.size, s.modified]) + "\n" for s in sources).encode()
     out.write_atomic(SOURCES, data)
-    return {"file": SOURCES, "sha256": hashlib.sha256(data).hexdigest()}
+    record = {"file": SOURCES, "sha256": hashlib.sha256(data).hexdigest()}
+    excluded = getattr(sources, "excluded_files", ())
+    if excluded:
+        out.write_atomic(EXCLUDED, "".join(json.dumps({"path": path, "entry": entry}) + "\n"
+                                           for path, entry in excluded).encode())
+        record["excluded_file"] = EXCLUDED
+    return record
 
 
 def read_sources(out: OutputDir, manifest) -> list[tuple] | None:
@@ -94,5 +102,5 @@ def check_sources(output, storage_options: dict | None = None) -> SourceChanges:
                             "or from a bag of your own): nothing to compare")
     options = manifest.get("options", {})
     now = discover(inputs, suffixes=options.get("suffixes") or None, exclude=options.get("exclude"),
-                   storage_options=storage_options)
+                   storage_options=storage_options, outside=out.url_of(""))
     return source_changes(old, now)
