@@ -38,6 +38,7 @@ from ..write import commit
 from ..write.formats import format_class
 from ..write.job import WriteJob, _sha256
 from ..write.manifest import VERSION, Manifest
+from ..write.lock import LOCK
 from ..write.output import MANIFEST, WORK, OutputDir
 from ..write.partition import CHUNK, fewer_collections
 from ..write.results import ShardInfo
@@ -427,5 +428,5 @@ class TokenJob(WriteJob):
                     "resumed_partitions": self.resumed},
         }, self.out.path(MANIFEST))
         manifest.write(self.out)
-        self.out.remove_work()
+        self.out.remove_work(keep=LOCK)  # the lock goes last, when the run lets it go
         return manifest
