@@ -94,7 +94,7 @@ def fingerprint(out: str) -> tuple[int, str, list[int]]:
     shards = sorted(str(p) for p in Path(out).glob("shard-*.parquet"))
     texts = [t for s in shards for t in pq.read_table(s, columns=["text"]).column("text").to_pylist()]
     digest = hashlib.sha256("\0".join(sorted(texts)).encode()).hexdigest()
-    if os.path.exists(os.path.join(out, "manifest.json")) and len(dask_prep.open(out)) != len(texts):
+    if os.path.exists(os.path.join(out, ".manifest.json")) and len(dask_prep.open(out)) != len(texts):
         raise SystemExit(f"FAIL: manifest of {out} disagrees with its shards")
     return len(texts), digest, [pq.read_metadata(s).num_rows for s in shards]
 

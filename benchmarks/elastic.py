@@ -24,7 +24,7 @@ import dask_prep as dp
 
 
 def dataset(out: Path, n: int) -> dp.ShardSet:
-    if not (out / "manifest.json").exists():
+    if not (out / ".manifest.json").exists():
         def part(i, size):
             rng = np.random.default_rng(i)
             return [{"token_ids": rng.integers(1, 30000, rng.integers(4, 64)).astype(np.int32)}

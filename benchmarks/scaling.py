@@ -77,7 +77,7 @@ def whole_run(folders: list[Path], out: Path, workers: int) -> dict:
     wall = time.perf_counter() - t0
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     manifest = next(p for p in (out / ".manifest.json", out / "manifest.json") if p.exists())
-    listed = next((p for p in (out / ".sources.jsonl", out / "_sources.jsonl") if p.exists()), None)
+    listed = next((p for p in (out / ".sources.jsonl", out / ".sources.jsonl") if p.exists()), None)
     return {"wall_s": round(wall, 2), "records": res.records, "client_peak_rss_mb": round(rss / 2**20),
             "manifest_bytes": manifest.stat().st_size,
             "sources_file_bytes_per_source": round(listed.stat().st_size / res.sources) if listed else None}

@@ -12,14 +12,14 @@ cluster, execution, Dask's graphs). :func:`run` and the CLI sit on top.
 """
 from ._version import __version__
 from .errors import (ConversionError, ConverterNotFoundError, DaskPrepError, ManifestError,
-                     OutputExistsError, PickleNotAllowedError, SchemaMismatchError)
+                     OutputExistsError, PickleNotAllowedError, SchemaMismatchError, TokenizerError)
 from .ingest.bad_items import report_bad_item
 from .ingest.convert import to_bag
 from .ingest.converters import (Converter, converter_names, register_converter,
                                 resolve_converter, split_sentences, words)
 from .ingest.plan import plan_partitions
 from .ingest.sources import Source, Sources, discover
-from .options import ClusterOptions, ConvertOptions, WriteOptions
+from .options import ClusterOptions, ConvertOptions, TokenOptions, WriteOptions
 from .read.batches import BatchIterator
 from .read.shardset import ShardSet, VerifyReport, open, verify
 from .read.stream import BatchStream, stream
@@ -37,6 +37,6 @@ __all__ = [
     "ShardFormat", "ShardFile", "Manifest", "ConvertOptions", "WriteOptions", "ClusterOptions",
     "split_sentences", "words", "report_bad_item", "DaskPrepError", "ConversionError",
     "ConverterNotFoundError", "ManifestError", "OutputExistsError", "PickleNotAllowedError",
-    "SchemaMismatchError", "build_vocab", "Vocab", "token_ids", "with_token_ids",
+    "SchemaMismatchError", "TokenizerError", "TokenOptions", "build_vocab", "Vocab", "token_ids", "with_token_ids",
     "BatchIterator", "stream", "BatchStream", "report", "Report", "__version__",
 ]

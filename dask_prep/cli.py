@@ -7,16 +7,20 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import contextlib
 import logging
+import os
 import sys
 import sysconfig
+import threading
+import time
 
 import click
 
 from ._version import __version__
-from .errors import ConverterNotFoundError, DaskPrepError
+from .errors import ConverterNotFoundError, DaskPrepError, OutputExistsError, TokenizerError
 from .ingest.converters import converter_names
-from .options import ClusterOptions, ConvertOptions, WriteOptions
+from .options import ClusterOptions, ConvertOptions, TokenOptions, WriteOptions
 from .write.formats import format_names
 
 SUFFIXES_HELP = "keep only files with this suffix (repeatable; .txt also keeps .txt.gz)"
@@ -37,58 +41,153 @@ class _Interrupted(_Fail):
     exit_code = 130
 
 
-def _progress(quiet: bool):
-    """``on_start``/``on_partition`` hooks drawing a tqdm bar on stderr."""
-    state = {}
+class _Progress:
+    """The run's progress on stderr, in bytes of sources (the work), not files.
 
-    def on_start(session, sources, npartitions):
-        if quiet:
+    On a terminal: a tqdm bar, then the commit as its own step. Elsewhere (CI,
+    Kubernetes logs, a file): one line every ``interval`` seconds (dask config
+    ``dask-prep.progress-interval``, default 5s), never carriage returns.
+    """
+
+    def __init__(self, quiet: bool, interval: float | None = None, tty: bool | None = None):
+        import dask
+        from dask.utils import parse_timedelta
+        self.quiet = quiet
+        self.tty = sys.stderr.isatty() if tty is None else tty
+        self.interval = interval if interval is not None else parse_timedelta(
+            dask.config.get("dask-prep.progress-interval", "5s"))
+        self.bar = self.ticker = None
+        self.total = self.bytes = self.records = self.shards = self.errors = 0
+        self.done = self.parts = 0
+        self.t0 = self.t_commit = None
+        self.stop = threading.Event()
+        self.lock = threading.Lock()
+
+    def on_start(self, session, sources, npartitions):
+        if self.quiet:
             return
+        from dask.utils import format_bytes
         click.echo(f"dashboard: {session.dashboard_link or 'not available'}", err=True)
-        click.echo(f"{len(sources):,} sources ({sources.total_bytes:,} bytes) in {npartitions} "
+        click.echo(f"{len(sources):,} sources ({format_bytes(sources.total_bytes)}) in {npartitions} "
                    f"partitions on {session.workers} worker(s)", err=True)
-        if sources.missing:
-            click.echo(f"warning: {len(sources.missing)} input(s) not found: "
-                       f"{', '.join(sources.missing[:5])}", err=True)
-        from tqdm.auto import tqdm
-        state["bar"] = tqdm(total=len(sources), unit="src", file=sys.stderr, dynamic_ncols=True)
-        state["records"] = state["shards"] = state["errors"] = 0
+        self.total, self.parts, self.t0 = sources.total_bytes, npartitions, time.monotonic()
+        if self.tty:
+            from tqdm.auto import tqdm
+            self.bar = tqdm(total=self.total, unit="B", unit_scale=True, unit_divisor=1024,
+                            desc="convert", file=sys.stderr, dynamic_ncols=True)
+        else:
+            self.ticker = threading.Thread(target=self._tick, name="dask-prep-progress", daemon=True)
+            self.ticker.start()
 
-    def on_partition(result, done, total):
-        bar = state.get("bar")
-        if bar is None:
+    def on_partition(self, result, done, total):
+        if self.quiet or self.t0 is None:
             return
-        state["records"] += result.records
-        state["shards"] += len(result.shards)
-        state["errors"] += len(result.errors)
-        bar.set_postfix(records=f"{state['records']:,}", shards=state["shards"],
-                        errors=state["errors"], refresh=False)
-        bar.update(result.sources)
+        with self.lock:
+            self.bytes += getattr(result, "bytes", 0)
+            self.records += result.records
+            self.shards += len(result.shards)
+            self.errors += len(result.errors)
+            self.done, self.parts = done, total
+            if done >= total:
+                self.bytes = max(self.bytes, self.total)  # partitions done before a resume
+        if self.bar is not None:
+            self.bar.set_postfix(parts=f"{done}/{total}", records=f"{self.records:,}",
+                                 errors=self.errors, refresh=False)
+            self.bar.update(self.bytes - self.bar.n)
+        if done >= total:
+            self._commit_starts()
 
-    def close():
-        if state.get("bar") is not None:
-            state.pop("bar").close()
+    def _line(self) -> str:
+        from dask.utils import format_bytes, format_time
+        elapsed = time.monotonic() - self.t0
+        share = self.bytes / self.total if self.total else 0.0
+        rate = self.bytes / elapsed if elapsed > 0 else 0.0
+        left = f", {format_time((self.total - self.bytes) / rate)} left" if 0 < rate and share < 1 else ""
+        return (f"progress: {share:.0%} of {format_bytes(self.total)} ({self.done}/{self.parts} "
+                f"partitions), {self.records:,} records, {self.errors:,} errors, "
+                f"{format_bytes(int(rate))}/s{left}")
 
-    return on_start, on_partition, close
+    def _tick(self):
+        while not self.stop.wait(self.interval):
+            with self.lock:
+                if self.t_commit is not None:
+                    return
+                line = self._line()
+            click.echo(line, err=True)
+
+    def _commit_starts(self):
+        with self.lock:
+            if self.t_commit is not None:
+                return
+            self.t_commit = time.monotonic()
+            line = None if self.bar is not None else self._line()
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+        else:
+            click.echo(line, err=True)
+        click.echo("commit: merging the leftover records into the last shards, writing the manifest",
+                   err=True)
+
+    def close(self, ok: bool = False):
+        self.stop.set()
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+        if ok and self.t_commit is not None and not self.quiet:
+            from dask.utils import format_time
+            click.echo(f"commit: done in {format_time(time.monotonic() - self.t_commit)}", err=True)
 
 
 def _run(inputs, output, *, quiet=False, **options):
     from .runner import run
-    on_start, on_partition, close = _progress(quiet)
+    progress = _Progress(quiet)
+    ok = False
     try:
-        result = run(list(inputs), output, on_start=on_start, on_partition=on_partition, **options)
+        result = run(list(inputs), output, on_start=progress.on_start,
+                     on_partition=progress.on_partition, **options)
+        ok = True
     except KeyboardInterrupt:
         raise _Interrupted(
             f"interrupted; finished partitions are kept in {output}/.dask-prep: "
             "run the same command again to resume") from None
-    except ConverterNotFoundError as exc:
+    except (ConverterNotFoundError, OutputExistsError, TokenizerError) as exc:
         raise _Usage(str(exc)) from None
-    except (DaskPrepError, OSError, ValueError, TypeError, RuntimeError) as exc:
-        raise _Fail(f"{type(exc).__name__}: {exc}") from None
+    except Exception as exc:  # one line, never a traceback (-vv logs it)
+        logging.getLogger(__name__).debug("the run failed", exc_info=True)
+        raise _Fail(f"{type(exc).__name__}: {_one_line(exc)}") from None
     finally:
-        close()
+        progress.close(ok)
     click.echo(result.summary())
     return result
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or repr(exc)
+    return text if len(text) <= 1000 else text[:1000] + " ..."
+
+
+def _size(value, name: str, least: int = 0):
+    """Bytes from ``64MB``, ``2GiB`` or ``65536`` (Dask's ``parse_bytes``)."""
+    if value is None:
+        return None
+    from .options import parse_size
+    try:
+        n = parse_size(name, value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    if n < least:
+        raise click.BadParameter(f"{value!r} is less than {least:,} bytes")
+    return n
+
+
+def _existing_file(ctx, param, value):
+    """A local file that must exist (a URL is checked when it is read)."""
+    if value is not None and "://" not in value and not os.path.isfile(value):
+        what = "is a directory" if os.path.isdir(value) else "does not exist"
+        raise click.BadParameter(f"{value!r} {what}; give a file of paths, basenames or globs, "
+                                 "one a line")
+    return value
 
 
 def _group(key: str, build, *options):
@@ -120,13 +219,13 @@ convert_options = functools.partial(
     _group, "convert", _convert,
     click.option("--converter", default="text", show_default=True,
                  help=f"{'|'.join(converter_names())}, module:func or file.py:func"),
-    click.option("--exclude", type=click.Path(dir_okay=False), help="file of paths, basenames or globs to skip"),
+    click.option("--exclude", callback=_existing_file, help="file of paths, basenames or globs to skip"),
     click.option("--suffix", "suffixes", multiple=True, help=SUFFIXES_HELP),
     click.option("--on-error", type=click.Choice(["skip", "raise"]), default="skip", show_default=True),
     click.option("--encoding-errors", type=click.Choice(["strict", "replace"]), default="strict",
                  show_default=True, help="invalid UTF-8: fail the file, or replace bad bytes"),
-    click.option("--partition-size", type=click.IntRange(min=8192),
-                 help="input bytes per task (default: automatic)"))
+    click.option("--partition-size", callback=lambda ctx, p, v: _size(v, "--partition-size", 8192),
+                 help="input bytes per task, e.g. 64MB (default: automatic)"))
 
 
 def _write(format_, shard_size, overwrite, max_errors, allow_empty):
@@ -147,6 +246,37 @@ write_options = functools.partial(
                       "default: fail only if every source failed"),
     click.option("--allow-empty", is_flag=True,
                  help="accept finding no sources, or no records, and write an empty dataset"))
+
+
+def _special(value):
+    """``--eos``/``--bos``: a token, an id, or none."""
+    if value is None or value in ("auto", "none"):
+        return None if value == "none" else value
+    return int(value) if value.isdigit() else value
+
+
+def _tokens(tokenizer, text_field, bos, eos, seq_len, last, doc_starts):
+    return TokenOptions(tokenizer=tokenizer, text_field=text_field, bos=_special(bos),
+                        eos=_special(eos), seq_len=seq_len, last=last, doc_starts=doc_starts)
+
+
+token_options = functools.partial(
+    _group, "tokens", _tokens,
+    click.option("--tokenizer", help="local tokenizer.json, tokenizer folder or sentencepiece .model: "
+                                     "records become token ids (nothing is downloaded)"),
+    click.option("--text-field", default="text", show_default=True,
+                 help="field of dict records to tokenize (str records are taken as they are)"),
+    click.option("--bos", help="token or id put before each document (default: none)"),
+    click.option("--eos", default="auto", show_default=True,
+                 help="token or id put after each document; auto: the tokenizer's end-of-text "
+                      "token; none: no EOS"),
+    click.option("--seq-len", type=click.IntRange(min=1),
+                 help="pack the documents' ids into sequences of exactly this many tokens"),
+    click.option("--last", type=click.Choice(["drop", "pad"]), default="drop", show_default=True,
+                 help="tokens after the last whole sequence: drop them, or pad one sequence "
+                      "(with EOS; the record's 'pad' says how many)"),
+    click.option("--doc-starts", is_flag=True,
+                 help="each packed sequence lists where its documents start ('doc_starts')"))
 
 
 def _cluster(scheduler, workers, memory_limit, report, tls_ca_file, tls_cert, tls_key):
@@ -170,19 +300,52 @@ cluster_options = functools.partial(
     click.option("--tls-key", type=click.Path(exists=True, dir_okay=False), help="client private key (TLS)"))
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Plain(logging.Formatter):
+    """``dask-prep: warning: 2 input(s) not found: ...``"""
+
+    def format(self, record):
+        return f"dask-prep: {record.levelname.lower()}: {record.getMessage()}"
+
+
+@contextlib.contextmanager
+def _usage_in_one_line():
+    """Click's usage errors as one line (``dask-prep: error: ...``), exit 2."""
+    try:
+        yield
+    except click.UsageError as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":
+            raise
+        hint = f" (see '{exc.ctx.command_path} -h')" if exc.ctx is not None else ""
+        raise _Usage(f"{exc.format_message()}{hint}") from None
+
+
+class _Group(click.Group):
+    def make_context(self, *args, **kwargs):
+        with _usage_in_one_line():
+            return super().make_context(*args, **kwargs)
+
+    def invoke(self, ctx):
+        with _usage_in_one_line():
+            return super().invoke(ctx)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="dask-prep")
 @click.option("-v", "--verbose", count=True, help="more log output (-vv for debug)")
 def main(verbose):
     """Turn document corpora into exact fixed-size training shards on Dask."""
     level = [logging.WARNING, logging.INFO, logging.DEBUG][min(verbose, 2)]
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s") if verbose
+                         else _Plain())
+    logging.basicConfig(level=level, handlers=[handler])
     logging.getLogger("dask_prep").setLevel(level)
     # distributed sets its loggers to INFO when imported; a one-screen CLI shows
     # cluster start/stop chatter only when asked (-vv).
     import distributed  # noqa: F401  (so its logging set-up runs before ours)
+    # (at the default level not even its errors: a failed run says why in one line)
     for name in ("distributed", "tornado"):
-        logging.getLogger(name).setLevel([logging.ERROR, logging.WARNING, logging.DEBUG][min(verbose, 2)])
+        logging.getLogger(name).setLevel([logging.CRITICAL, logging.WARNING, logging.DEBUG][min(verbose, 2)])
     # bokeh warns that the dashboard accepts any Host header; it listens on 127.0.0.1 only
     logging.getLogger("bokeh").setLevel(logging.DEBUG if verbose >= 2 else logging.ERROR)
 
@@ -192,12 +355,16 @@ def main(verbose):
 @click.option("-o", "--output", required=True, help="output directory (local or fsspec URL)")
 @convert_options()
 @write_options()
+@token_options()
 @cluster_options()
 @click.option("-q", "--quiet", is_flag=True, help="print only the summary")
-def run_cmd(inputs, output, convert, write, cluster, quiet):
+def run_cmd(inputs, output, convert, write, tokens, cluster, quiet):
     """Convert INPUT... (files, directories, globs, @lists, URLs) into shards in OUTPUT."""
+    if quiet:  # the summary (or the error) only, no warnings
+        logging.getLogger("dask_prep").setLevel(logging.ERROR)
     write = dataclasses.replace(write, on_error=convert.on_error)
-    _run(inputs, output, quiet=quiet, convert=convert, write=write, cluster=cluster, progress=False)
+    _run(inputs, output, quiet=quiet, convert=convert, write=write, tokens=tokens, cluster=cluster,
+         progress=False)
 
 
 def _security(ca_file, cert, key):
@@ -331,5 +498,40 @@ def demo(output, workers, format_, overwrite):
     click.echo(f"\nnext: dask-prep info {output}   |   dask-prep verify {output}")
 
 
+@main.group("tokenizer")
+def tokenizer_group():
+    """Tokenizers for --tokenizer."""
+
+
+@tokenizer_group.command("train")
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
+              help="the tokenizer.json to write")
+@click.option("--vocab-size", type=click.IntRange(min=258), required=True, help="tokens in the vocabulary")
+@click.option("--sample", type=click.FloatRange(0, 1, min_open=True), default=1.0, show_default=True,
+              help="fraction of the documents to train on (chosen by --seed)")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--min-frequency", type=click.IntRange(min=1), default=2, show_default=True,
+              help="merge only pairs seen at least this often")
+@click.option("--special", "specials", multiple=True,
+              help="special token (repeatable; default <|endoftext|>, the EOS --tokenizer finds)")
+@click.option("--text-field", default="text", show_default=True, help="field of dict records to train on")
+@convert_options()
+@cluster_options()
+def tokenizer_train(inputs, output, vocab_size, sample, seed, min_frequency, specials, text_field,
+                    convert, cluster):
+    """Train a byte-level BPE tokenizer on INPUT... (read on the cluster)."""
+    from .tokens.train import train_tokenizer
+    try:
+        result = train_tokenizer(list(inputs), output, vocab_size=vocab_size, sample=sample, seed=seed,
+                                 min_frequency=min_frequency, special_tokens=specials or ("<|endoftext|>",),
+                                 text_field=text_field, convert=convert, cluster=cluster)
+    except (ConverterNotFoundError, ValueError) as exc:
+        raise _Usage(str(exc)) from None
+    except Exception as exc:
+        raise _Fail(f"{type(exc).__name__}: {_one_line(exc)}") from None
+    click.echo(result.summary())
+
+
 if __name__ == "__main__":  # pragma: no cover
-    main()
+    main(prog_name="dask-prep")

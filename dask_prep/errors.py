@@ -10,6 +10,7 @@ from dataclasses import dataclass
 __all__ = [
     "DaskPrepError",
     "ConversionError",
+    "TokenizerError",
     "SchemaMismatchError",
     "OutputExistsError",
     "NoSourcesError",
@@ -22,6 +23,8 @@ __all__ = [
     "TooManyErrorsError",
     "ConverterNotFoundError",
     "SourceError",
+    "UnguardedScriptError",
+    "WorkerKilledError",
     "error_name",
 ]
 
@@ -50,7 +53,7 @@ class OutputInUseError(DaskPrepError, RuntimeError):
 
 
 class ManifestError(DaskPrepError, ValueError):
-    """``manifest.json`` is missing, unreadable or inconsistent."""
+    """``.manifest.json`` is missing, unreadable or inconsistent."""
 
 
 class PickleNotAllowedError(DaskPrepError, PermissionError):
@@ -78,13 +81,17 @@ class EmptyDatasetError(DaskPrepError, RuntimeError):
     """Every source converted to no records at all; ``allow_empty=True`` accepts that."""
 
 
+class TokenizerError(DaskPrepError, ValueError):
+    """A tokenizer that is not a local path, not a tokenizer, or lacks a token asked for."""
+
+
 class ConverterNotFoundError(DaskPrepError, LookupError):
     """A converter name, ``module:func`` or ``file.py:func`` cannot be resolved."""
 
 
 @dataclass
 class SourceError:
-    """One failed source, or one bad item inside a source, as ``errors.jsonl`` lists it."""
+    """One failed source, or one bad item inside a source, as ``.errors.jsonl`` lists it."""
 
     path: str
     error: str
@@ -112,3 +119,14 @@ def error_name(exc: BaseException) -> str:
     cls = type(exc)
     module = cls.__module__.split(".")[0]
     return cls.__name__ if module in ("builtins", "dask_prep") else f"{module}.{cls.__name__}"
+
+
+class UnguardedScriptError(DaskPrepError, RuntimeError):
+    """``run`` was called at the top level of a script without
+    ``if __name__ == "__main__":``, which the local cluster's worker processes
+    would run again when they start."""
+
+
+class WorkerKilledError(DaskPrepError, RuntimeError):
+    """A task killed every worker that ran it (out of memory, a crash in native
+    code); the message names the partition and its sources."""

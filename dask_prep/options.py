@@ -23,7 +23,7 @@ import difflib
 import os
 from dataclasses import dataclass, field, fields, replace
 
-__all__ = ["ConvertOptions", "WriteOptions", "ClusterOptions", "split", "ON_ERROR",
+__all__ = ["ConvertOptions", "WriteOptions", "ClusterOptions", "TokenOptions", "split", "ON_ERROR",
            "ENCODING_ERRORS", "parse_size", "check_choice"]
 
 #: What happens when a source fails: leave it out and list it, or stop the run.
@@ -143,6 +143,47 @@ class WriteOptions:
                                  "give a count for a bag of your own")
             return int(m * sources)
         return m
+
+
+#: What happens to the tokens after the last whole sequence: left out, or padded to one.
+LAST = ("drop", "pad")
+
+
+@dataclass(frozen=True)
+class TokenOptions:
+    """How records become token ids (all off unless ``tokenizer`` is given).
+
+    ``tokenizer`` a local ``tokenizer.json``, ``transformers`` folder or
+    sentencepiece ``.model`` (never downloaded), or a
+    :class:`tokenizers.Tokenizer`; ``text_field`` the field of dict records
+    to encode (plain ``str`` records are encoded as they are); ``bos``/``eos``
+    a token or id put before/after each document (``eos="auto"``: the
+    tokenizer's end-of-text token if it has one; ``None``: none).
+    ``seq_len`` packs the documents' ids into sequences of exactly that many
+    tokens (then a record is a sequence); ``last`` says what happens to the
+    tokens after the last whole sequence (``"drop"``, or ``"pad"`` with the
+    EOS id, the record saying how many with ``"pad"``); ``doc_starts`` adds
+    each sequence's document start positions.
+    """
+
+    tokenizer: object = None
+    text_field: str = "text"
+    bos: object = None
+    eos: object = "auto"
+    seq_len: int | None = None
+    last: str = "drop"
+    doc_starts: bool = False
+
+    def __post_init__(self):
+        if self.seq_len is not None:
+            _positive_int("seq_len", self.seq_len)
+        check_choice("last", self.last, LAST)
+        if not isinstance(self.text_field, str) or not self.text_field:
+            raise ValueError(f"text_field must be a field name, not {self.text_field!r}")
+        if self.tokenizer is None and (self.seq_len is not None or self.doc_starts):
+            raise ValueError("seq_len and doc_starts need a tokenizer (--tokenizer PATH)")
+        if isinstance(self.tokenizer, os.PathLike):
+            object.__setattr__(self, "tokenizer", os.fspath(self.tokenizer))
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import re
 
-__all__ = ["is_url", "filesystem", "absolute"]
+__all__ = ["is_url", "filesystem", "absolute", "printable"]
 
 # a scheme followed by "://", perhaps after a chain of bare protocol names
 # ("simplecache::s3://..."); whatever else is a local path
@@ -56,3 +56,18 @@ def absolute(name: str) -> str:
     if name.startswith("@"):
         return "@" + absolute(name[1:])
     return name if is_url(name) else os.path.abspath(name)
+
+
+def printable(name: str) -> str:
+    """``name`` as valid UTF-8 text: a file name that is not UTF-8 (its bad bytes
+    are surrogates in Python, as ``os.fsdecode`` gives them) shows them as
+    ``\\xff`` escapes; any other name is returned as it is.
+
+    >>> printable(os.fsdecode(b"caf\\xe9.txt")), printable("café.txt")
+    ('caf\\\\xe9.txt', 'café.txt')
+    """
+    try:
+        name.encode("utf-8")
+        return name
+    except UnicodeEncodeError:
+        return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")

@@ -1,22 +1,24 @@
 """Run: the whole job (discover, plan, convert, shard, commit) on a Dask cluster."""
 from __future__ import annotations
 
+import ast
 import html
 import logging
 import os
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from .ingest.convert import bag_of
 from .ingest.converters import resolve_converter
 from .ingest.plan import plan_partitions
-from .errors import NoSourcesError
+from .errors import NoSourcesError, UnguardedScriptError, WorkerKilledError
 from .ingest.sources import Sources, discover
 from .paths import absolute, is_url
-from .options import ClusterOptions, ConvertOptions, WriteOptions, split
+from .options import ClusterOptions, ConvertOptions, TokenOptions, WriteOptions, split
 from .runtime.cluster import dask_session
 from .runtime.execute import ON_SUBMIT
 from .write.job import WriteJob
@@ -40,6 +42,8 @@ class RunResult:
     elapsed: float = 0.0
     workers: int = 0
     dashboard_link: str | None = None
+    #: True when the dataset was complete before this run (nothing was converted).
+    already_complete: bool = False
 
     @property
     def records(self) -> int:
@@ -58,22 +62,34 @@ class RunResult:
         return self.records / self.elapsed if self.elapsed else 0.0
 
     def rows(self) -> list[tuple[str, str]]:
+        from dask.utils import format_bytes, format_time
         m = self.manifest
+        nbytes = m.get("sources", {}).get("bytes", 0)
         rows = [
             ("output", self.output),
-            ("sources", f"{self.sources:,} files ({m.get('sources', {}).get('bytes', 0):,} bytes)"),
+            ("sources", f"{self.sources:,} files ({format_bytes(nbytes)})"),
             ("records", f"{self.records:,}"),
-            ("shards", f"{self.shards:,} x {m['shard_size']:,} records ({m['format']})"),
+            ("shards", f"{shard_counts(m)} ({m['format']})"),
             ("errors", describe_errors(m)),
-            ("elapsed", f"{self.elapsed:.1f} s on {self.workers} worker(s)"),
-            ("throughput", f"{self.records_per_second:,.0f} records/s"),
         ]
+        if m.get("tokens"):
+            t = m["tokens"]
+            packed = f", sequences of {t['seq_len']:,}" if t.get("seq_len") else ""
+            rows.insert(3, ("tokens", f"{t['total_tokens']:,} from {t['documents']:,} documents{packed}, "
+                                      f"padding {t['padding']:,}, dropped {t.get('dropped_tokens', 0):,}"))
+        if self.already_complete:
+            rows.append(("status", f"already complete: nothing converted (checked in "
+                                   f"{format_time(self.elapsed)}; --overwrite rebuilds it)"))
+        else:
+            rate = nbytes / self.elapsed if self.elapsed else 0.0
+            rows += [("elapsed", f"{format_time(self.elapsed)} on {self.workers} worker(s)"),
+                     ("throughput", f"{self.records_per_second:,.0f} records/s, {format_bytes(int(rate))}/s")]
         if self.missing:
             shown = ", ".join(self.missing[:3]) + (" ..." if len(self.missing) > 3 else "")
             rows.insert(2, ("missing", f"{len(self.missing)} input(s) not found: {shown}"))
         if self.excluded:
             rows.insert(2, ("excluded", f"{self.excluded:,} files"))
-        if m.get("run", {}).get("resumed_partitions"):
+        if m.get("run", {}).get("resumed_partitions") and not self.already_complete:
             rows.append(("resumed", f"{m['run']['resumed_partitions']} partition(s) were already done"))
         return rows
 
@@ -91,13 +107,30 @@ class RunResult:
                 f"{self.errors} errors, {self.elapsed:.1f}s)")
 
 
+def shard_counts(manifest: dict) -> str:
+    """The shards as they are: ``"14 x 10,000 + 1 x 4,434 records"``.
+
+    >>> shard_counts({"shards": [{"records": 10}] * 3 + [{"records": 4}]})
+    '3 x 10 + 1 x 4 records'
+    >>> shard_counts({"shards": []})
+    '0 records'
+    """
+    runs: list[list[int]] = []
+    for shard in manifest["shards"]:
+        if runs and runs[-1][1] == shard["records"]:
+            runs[-1][0] += 1
+        else:
+            runs.append([1, shard["records"]])
+    return (" + ".join(f"{n:,} x {size:,}" for n, size in runs) or "0") + " records"
+
+
 def describe_errors(manifest: dict) -> str:
-    """``"32 (EmptyFileError 28, UnicodeDecodeError 4; see errors.jsonl)"``."""
+    """``"32 (EmptyFileError 28, UnicodeDecodeError 4; see .errors.jsonl)"``."""
     n = manifest["errors"]
     if not n:
         return "0"
     kinds = ", ".join(f"{k} {v:,}" for k, v in list(manifest.get("error_types", {}).items())[:4])
-    return f"{n:,} ({kinds + '; ' if kinds else ''}see errors.jsonl)"
+    return f"{n:,} ({kinds + '; ' if kinds else ''}see .errors.jsonl)"
 
 
 def _input_names(inputs) -> list[str] | None:
@@ -105,7 +138,8 @@ def _input_names(inputs) -> list[str] | None:
     ``dask-prep verify --sources`` finds the sources again from anywhere."""
     if isinstance(inputs, Sources):
         return None
-    return [absolute(os.fspath(i)) for i in ([inputs] if isinstance(inputs, (str, os.PathLike)) else inputs)]
+    return [absolute(os.fsdecode(i))
+            for i in ([inputs] if isinstance(inputs, (str, bytes, os.PathLike)) else inputs)]
 
 
 
@@ -136,12 +170,16 @@ def _nothing_found(inputs, sources: Sources) -> str:
     return f"no sources found: {shown or 'no inputs given'} ({why}); pass --allow-empty to accept that"
 
 
-def _counting_sources(on_partition: Callable, parts: list) -> Callable:
-    """Wrap the progress hook so each result says how many sources it covered."""
+def _counting_sources(on_partition: Callable, parts: list, sources: Sources) -> Callable:
+    """Wrap the progress hook so each result says how many sources, and how many
+    bytes of them, it covered."""
     counts = [sum(1 for piece in part if not piece.start) for part in parts]
+    sizes = {s.path: s.size for s in sources}
+    nbytes = [sum((p.end - (p.start or 0)) if p.end is not None else sizes.get(p.path, 0) or 0
+                  for p in part) for part in parts]
 
     def hook(result, done, total):
-        result.sources = counts[result.index]
+        result.sources, result.bytes = counts[result.index], nbytes[result.index]
         on_partition(result, done, total)
     return hook
 
@@ -153,6 +191,27 @@ def _in_notebook() -> bool:
         return False
     shell = get_ipython()
     return shell is not None and "IPKernelApp" in getattr(shell, "config", {})
+
+
+@contextmanager
+def _worker_threads(tokenizing: bool):
+    """Local workers started meanwhile tokenize in one thread each.
+
+    A LocalCluster runs one single-threaded worker process per core;
+    ``encode_batch`` would add a Rust thread pool of one thread per core in
+    each of them (oversubscription). ``RAYON_NUM_THREADS=1`` goes into the
+    workers' environment only (Dask's ``distributed.nanny.environ``, for the
+    workers started inside this block), never into this process's; a value
+    already set in the environment wins. Workers of a given cluster keep
+    their own environment.
+    """
+    if not tokenizing:
+        yield
+        return
+    import dask
+    import distributed  # noqa: F401  (its defaults load first: the block restores only our key)
+    with dask.config.set({"distributed.nanny.environ.RAYON_NUM_THREADS": "1"}):
+        yield
 
 
 @contextmanager
@@ -174,8 +233,85 @@ def _notebook_progress():
         ON_SUBMIT.reset(token)
 
 
+def _starts_local_cluster(where: ClusterOptions) -> bool:
+    if where.client is not None or where.scheduler is not None:
+        return False
+    from .runtime.execute import current_client
+    return where.workers is not None or current_client() is None
+
+
+def _guard_lines(path: str) -> list[tuple[int, int]]:
+    """The line ranges of ``if __name__ == "__main__":`` blocks in the script at ``path``."""
+    try:
+        with open(path, "rb") as f:
+            tree = ast.parse(f.read())
+    except (OSError, SyntaxError, ValueError):
+        return []
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and "__main__" in ast.unparse(node.test) \
+                and "__name__" in ast.unparse(node.test):
+            out.append((node.lineno, node.end_lineno or node.lineno))
+    return out
+
+
+def check_guarded_main() -> None:
+    """Refuse to start worker processes from the unguarded top level of a script.
+
+    Worker processes (spawn or forkserver, Dask's default) import the main
+    script again; called from its top level without ``if __name__ ==
+    "__main__":``, each would start a run of its own and the cluster would
+    never start (Dask's "Nanny failed to start", after a long traceback).
+    """
+    import dask
+    import distributed  # noqa: F401  (its config defaults)
+    if dask.config.get("distributed.worker.multiprocessing-method") == "fork":
+        return
+    main = sys.modules.get("__main__")
+    script = getattr(main, "__file__", None)
+    if script is None or getattr(main, "__spec__", None) is not None:
+        return  # python -c, an interactive session, a notebook, or python -m (imported by name)
+    frame = sys._getframe(1)
+    while frame is not None:
+        if frame.f_code.co_name == "<module>" and frame.f_globals.get("__name__") == "__main__":
+            break
+        frame = frame.f_back
+    if frame is None:
+        return
+    line = frame.f_lineno
+    if not os.path.isfile(script):
+        raise UnguardedScriptError(
+            f"dask_prep.run starts worker processes, which cannot re-import a script read from "
+            f"{script}: save it to a file and put the call under 'if __name__ == \"__main__\":'")
+    if any(a <= line <= b for a, b in _guard_lines(script)):
+        return
+    raise UnguardedScriptError(
+        f"{script} line {line} calls dask_prep.run at the top level of the script: the local "
+        "cluster's worker processes re-import the script, so put the call under "
+        "'if __name__ == \"__main__\":' (or pass scheduler=/client= for a running cluster)")
+
+
+def _killed(exc: BaseException, parts: list) -> WorkerKilledError:
+    """One line for Dask's ``KilledWorker``: which partition, which sources, what to try."""
+    key = exc.task if hasattr(exc, "task") else None
+    index = key[1] if isinstance(key, tuple) and len(key) == 2 and str(key[0]).startswith(
+        "dask-prep-write-") and isinstance(key[1], int) else None
+    if index is not None and index < len(parts):
+        paths = list(dict.fromkeys(piece.path for piece in parts[index]))
+        shown = ", ".join(paths[:3]) + (f" and {len(paths) - 3:,} more" if len(paths) > 3 else "")
+        what = f"partition {index} ({len(paths):,} source(s): {shown})"
+    else:
+        what = f"task {key!r}"
+    tries = getattr(exc, "allowed_failures", 3) + 1
+    return WorkerKilledError(
+        f"{what} killed {tries} workers in turn (out of memory, or a crash in native code): "
+        "give each worker more memory (--memory-limit), make tasks smaller (--partition-size), "
+        "or --exclude the file")
+
+
 def run(inputs, output, *, convert: ConvertOptions | None = None, write: WriteOptions | None = None,
-        cluster: ClusterOptions | None = None, progress: bool | None = None,
+        cluster: ClusterOptions | None = None, tokens: TokenOptions | None = None,
+        progress: bool | None = None,
         on_start: Callable | None = None, on_partition: Callable | None = None,
         **options) -> RunResult:
     """Discover ``inputs``, convert every file on Dask, and write exact shards to ``output``.
@@ -194,7 +330,15 @@ def run(inputs, output, *, convert: ConvertOptions | None = None, write: WriteOp
       ``workers``, ``memory_limit``, ``security``, ``report``. Runs on ``client``
       if given, else on the cluster at ``scheduler``, else on the notebook's
       current client, else on a LocalCluster of ``workers`` processes started
-      (on 127.0.0.1) for this run and closed after it.
+      (on 127.0.0.1) for this run and closed after it;
+    - :class:`~dask_prep.options.TokenOptions`: ``tokenizer`` (a local
+      ``tokenizer.json``, tokenizer folder or sentencepiece ``.model``, or a
+      :class:`tokenizers.Tokenizer`), ``text_field``, ``bos``, ``eos``,
+      ``seq_len`` (pack into sequences of exactly that many tokens), ``last``,
+      ``doc_starts``. With a tokenizer the records are token ids
+      (``{"input_ids": [...]}``), one per document or, packed, per sequence,
+      and the manifest's ``tokens`` counts them
+      (:mod:`dask_prep.tokens.job`).
 
     ``progress`` shows Dask's progress widget (default: inside a notebook only);
     ``on_start(session, sources, npartitions)`` and ``on_partition(result,
@@ -205,19 +349,27 @@ def run(inputs, output, *, convert: ConvertOptions | None = None, write: WriteOp
     when the dataset is already complete.
     """
     t0 = time.perf_counter()
-    given = {ConvertOptions: convert, WriteOptions: write, ClusterOptions: cluster}
-    conv_opts, write_opts, where = split(options, ConvertOptions, WriteOptions, ClusterOptions,
-                                         given={k: v for k, v in given.items() if v is not None})
+    given = {ConvertOptions: convert, WriteOptions: write, ClusterOptions: cluster, TokenOptions: tokens}
+    conv_opts, write_opts, where, token_opts = split(
+        options, ConvertOptions, WriteOptions, ClusterOptions, TokenOptions,
+        given={k: v for k, v in given.items() if v is not None})
+    tokenizing = token_opts.tokenizer is not None
+    if tokenizing:  # a path that is not a tokenizer fails here, before a cluster starts
+        from .tokens.tokenizer import resolve_tokenizer
+        token_opts = replace(token_opts, tokenizer=resolve_tokenizer(
+            token_opts.tokenizer, bos=token_opts.bos, eos=token_opts.eos))
     out = OutputDir(output, conv_opts.storage_options)
     _check_not_an_input(out, inputs)
     check_writable(out, write_opts.overwrite)  # before starting a cluster
     conv = resolve_converter(conv_opts.converter, encoding_errors=conv_opts.encoding_errors)
+    if _starts_local_cluster(where):
+        check_guarded_main()
     with ExitStack() as stack:
         def prepare():
             with fewer_collections():  # one object (or more) per file
                 sources = inputs if isinstance(inputs, Sources) else discover(
                     inputs, suffixes=conv_opts.suffixes or None, exclude=conv_opts.exclude,
-                    storage_options=conv_opts.storage_options)
+                    storage_options=conv_opts.storage_options, outside=out.url_of(""))
                 parts = plan_partitions(sources, partition_size=conv_opts.partition_size,
                                         splittable=conv.splittable)
                 return sources, sources.summary(), parts, bag_of(parts, conv, conv_opts, sources)
@@ -225,7 +377,8 @@ def run(inputs, output, *, convert: ConvertOptions | None = None, write: WriteOp
         with ThreadPoolExecutor(1) as pool:
             # find the files and plan the tasks while the cluster's worker processes start
             prepared = pool.submit(prepare)
-            session = stack.enter_context(dask_session(where))
+            with _worker_threads(tokenizing):
+                session = stack.enter_context(dask_session(where))
             sources, summary, parts, bag = prepared.result()
         if sources.missing:
             logger.warning("%d input(s) not found: %s", len(sources.missing),
@@ -240,15 +393,25 @@ def run(inputs, output, *, convert: ConvertOptions | None = None, write: WriteOp
         if on_start:
             on_start(session, sources, bag.npartitions)
         if on_partition:
-            on_partition = _counting_sources(on_partition, parts)
+            on_partition = _counting_sources(on_partition, parts, sources)
         if where.report:
             from distributed import performance_report
             stack.enter_context(performance_report(filename=os.fspath(where.report)))
         if progress or (progress is None and _in_notebook()):
             stack.enter_context(_notebook_progress())
-        job = WriteJob(bag, out, write_opts, metadata=metadata, sources=len(sources),
-                       on_partition=on_partition, source_files=sources)
-        manifest = job.run()
+        kwargs = dict(metadata=metadata, sources=len(sources), on_partition=on_partition,
+                      source_files=sources)
+        if tokenizing:
+            from .tokens.job import TokenJob
+            job = TokenJob(bag, out, write_opts, token_opts, **kwargs)
+        else:
+            job = WriteJob(bag, out, write_opts, **kwargs)
+        try:
+            manifest = job.run()
+        except Exception as exc:
+            if type(exc).__name__ == "KilledWorker":
+                raise _killed(exc, parts) from None
+            raise
     return RunResult(os.fspath(output), manifest, len(sources), list(sources.missing),
                      sources.excluded, time.perf_counter() - t0, session.workers,
-                     session.dashboard_link)
+                     session.dashboard_link, getattr(job, "already_complete", False))

@@ -1,5 +1,5 @@
 """A corpus with the bad inputs real corpora have: each one is reported in
-errors.jsonl with path, error type and message, and every good record arrives."""
+.errors.jsonl with path, error type and message, and every good record arrives."""
 import gzip
 import json
 import os
@@ -91,14 +91,14 @@ def test_every_bad_item_reported_and_every_good_record_kept(corpus, tmp_path):
     r = run_cli("run", src, "-o", out, "--converter", f"{conv}:convert", "--workers", "2",
                 "--shard-size", "4", "--partition-size", "20000", "-q")
     assert r.returncode == 0, r.stderr
-    errors = [json.loads(line) for line in (out / "errors.jsonl").read_text().splitlines()]
+    errors = [json.loads(line) for line in (out / ".errors.jsonl").read_text().splitlines()]
     by_file = {}
     for e in errors:
         assert e["path"] and e["error"] and e["message"]
         by_file.setdefault(Path(e["path"]).name, []).append(e)
     for name, kinds in bad.items():
         kinds = kinds if isinstance(kinds, tuple) else (kinds,)
-        assert name in by_file, f"{name} not in errors.jsonl"
+        assert name in by_file, f"{name} not in .errors.jsonl"
         assert by_file[name][0]["error"] in kinds, by_file[name]
     assert "'value'" in by_file["wrongtype.jsonl"][0]["message"]
     assert [(e["line"], e["error"]) for e in by_file["mixed.jsonl"]] == [
@@ -110,7 +110,7 @@ def test_every_bad_item_reported_and_every_good_record_kept(corpus, tmp_path):
         for rec in pq.read_table(f).to_pylist():
             got.setdefault(rec["doc"], []).append(rec["value"])
     assert {k: sorted(v) for k, v in got.items()} == good  # nothing lost, nothing extra
-    m = json.loads((out / "manifest.json").read_text())
+    m = json.loads((out / ".manifest.json").read_text())
     assert m["total_records"] == sum(map(len, good.values())) and m["errors"] == len(errors)
 
 
@@ -124,7 +124,7 @@ def test_on_error_raise_stops_with_one_line_and_no_manifest(corpus, tmp_path):
     assert any(name in lines[0] for name in ["empty.txt", "binary.txt", "broken.txt", "latin1.txt",
                                              "raises.txt", "truncated.txt.gz", "unreadable.txt",
                                              "zero.txt.gz", "mixed.jsonl", "wrongtype.jsonl"])
-    assert not (tmp_path / "out" / "manifest.json").exists()
+    assert not (tmp_path / "out" / ".manifest.json").exists()
 
 
 def test_fifo_is_reported_not_opened(tmp_path):

@@ -208,3 +208,94 @@ def test_cli_file_converter_on_real_cluster(real_cluster, tmp_path):
     assert r.returncode == 0, r.stderr
     assert sorted(x["bytes"] for x in dp.open(tmp_path / "out")) == sorted(
         p.stat().st_size for p in (tmp_path / "in").rglob("*.txt*"))
+
+
+LEFT_ALONE_SCRIPT = """
+import copy, json, multiprocessing, os, sys
+from multiprocessing import forkserver
+
+def state():
+    import dask
+    # (__DASK_PARENT_PID is Dask's own marker, set when it first starts a nanny)
+    return {"environ": {k: v for k, v in os.environ.items() if not k.startswith("__DASK_")},
+            "start_method": multiprocessing.get_start_method(allow_none=True),
+            "config": json.dumps(dask.config.config, sort_keys=True, default=repr),
+            "preload": list(getattr(forkserver._forkserver, "_preload_modules", ()))}
+
+def worker_environ():
+    import fsspec, os
+    return {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "PYTHONHASHSEED")} | {"fsspec": dict(fsspec.config.conf)}
+
+if __name__ == "__main__":
+    import distributed, dask_prep as dp
+    src, out = sys.argv[1], sys.argv[2]
+    before = state()
+    seen = []
+    hook = lambda session, sources, n: seen.append(session.client.run(worker_environ))
+    for k in range(2):
+        dp.run([src], f"{out}{k}", workers=1, on_start=hook)
+        after = state()
+        for key in before:
+            assert after[key] == before[key], (key, before[key], after[key])
+    print(json.dumps(seen))
+"""
+
+
+@pytest.mark.slow  # two embedded clusters in a fresh interpreter
+def test_run_leaves_the_callers_process_as_it_was(tmp_path):
+    """The workers get OMP_NUM_THREADS=1 and a fixed PYTHONHASHSEED; the caller's
+    os.environ, multiprocessing (start method, the fork server's preloads) and
+    dask config are as they were after each run, and no worker keeps fsspec
+    config. (The fork server keeps running for the next run, by design.)"""
+    make_corpus(tmp_path / "in", n=4)
+    script = tmp_path / "left_alone.py"
+    script.write_text(LEFT_ALONE_SCRIPT)
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("DASK_", "OMP_", "MKL_", "OPENBLAS_", "MALLOC_", "PYTHONHASHSEED"))}
+    proc = subprocess.run([sys.executable, str(script), str(tmp_path / "in"), str(tmp_path / "out")],
+                          capture_output=True, text=True, env=env, timeout=180, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    seen = json.loads(proc.stdout.strip().splitlines()[-1])
+    for workers in seen:
+        for view in workers.values():
+            assert view == {"OMP_NUM_THREADS": "1", "PYTHONHASHSEED": "6640", "fsspec": {}}
+
+
+@pytest.mark.slow  # an embedded cluster, and clients that must time out
+def test_the_embedded_cluster_admits_only_its_owner(tmp_path):
+    """The embedded scheduler speaks TLS with credentials made for this run: a
+    client without them (plain TCP, TLS without a certificate or with another
+    CA's) is refused
+    while the run is live; with them it connects. The dashboard stays plain
+    HTTP on 127.0.0.1."""
+    import urllib.request
+
+    from distributed import Client
+    from distributed.security import Security
+    make_corpus(tmp_path / "in", n=4)
+    seen = {}
+
+    def on_start(session, sources, npartitions):
+        addr = session.client.scheduler.address
+        seen["address"], seen["link"] = addr, session.dashboard_link
+        stranger = Security.temporary()  # TLS, but certificates of another CA
+        for attempt, security in ((addr.replace("tls://", "tcp://"), None), (addr, None),
+                                  (addr, stranger)):
+            try:
+                with Client(attempt, timeout=2, security=security):
+                    seen.setdefault("admitted", []).append(attempt)
+            except Exception as exc:  # refused: TimeoutError, OSError, or no TLS context
+                seen.setdefault("refused", []).append((attempt, type(exc).__name__))
+        with Client(addr, security=session.client.security, timeout=10) as owner:
+            seen["owner"] = owner.submit(sum, [1, 2]).result()
+        with urllib.request.urlopen(session.dashboard_link.replace("/status", "/health"), timeout=5) as r:
+            seen["health"] = r.read().decode()
+
+    t0 = time.perf_counter()
+    result = dp.run([tmp_path / "in"], tmp_path / "out", workers=1, on_start=on_start)
+    assert result.records > 0
+    assert seen["address"].startswith("tls://127.0.0.1:")
+    assert "admitted" not in seen and len(seen["refused"]) == 3, seen
+    assert seen["owner"] == 3 and seen["health"] == "ok"
+    assert seen["link"].startswith("http://127.0.0.1:")
+    assert time.perf_counter() - t0 < 60

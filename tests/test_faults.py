@@ -41,7 +41,7 @@ FILES_PER_PART = 2
 N_PARTS = N_FILES // FILES_PER_PART
 SHARD_SIZE = 10                  # 14 records per partition: 1 full shard + a remainder of 4
 RECORDS_PER_FILE = 7
-BAD = "f013.txt"                 # the converter fails on this one: errors.jsonl is not empty
+BAD = "f013.txt"                 # the converter fails on this one: .errors.jsonl is not empty
 SLEEP = 0.06                     # seconds per file: a run takes ~1.2 s of work on 2 workers
 KILL_AFTER = 4                   # markers (finished partitions) before a kill
 FILES = [f"f{i:03d}.txt" for i in range(N_FILES)]
@@ -112,7 +112,7 @@ def job(tmp_path_factory):
     assert clean.wait(90) == 0, clean.stderr()
     job.clean_seconds = time.perf_counter() - t0
     assert_complete(root / "clean", root / "in")
-    assert json.loads((root / "clean" / "manifest.json").read_text())["partitions"] == N_PARTS
+    assert json.loads((root / "clean" / ".manifest.json").read_text())["partitions"] == N_PARTS
     assert sorted(n for _, n in calls(root / "clean-calls.log")) == FILES
     report(f"clean CLI run (2 workers): {job.clean_seconds:.2f} s wall")
     return job
@@ -249,7 +249,7 @@ def assert_dead_and_quiet(run: CliRun, out: Path, settle: float = 1.0) -> float:
     before = work_state(out)
     time.sleep(settle)
     assert work_state(out) == before, "something kept writing into OUT/.dask-prep after the kill"
-    assert not (out / "manifest.json").exists()
+    assert not (out / ".manifest.json").exists()
     return gone_after
 
 
@@ -271,7 +271,7 @@ def calls(log: Path) -> list[tuple[int, str]]:
 def assert_no_stray_files(out: Path) -> None:
     names = sorted(os.listdir(out))
     stray = [n for n in names if not (re.fullmatch(r"shard-\d{5}\.parquet", n)
-                                      or n in ("manifest.json", "errors.jsonl", "_sources.jsonl"))]
+                                      or n in (".manifest.json", ".errors.jsonl", ".sources.jsonl"))]
     assert not stray, f"stray entries in {out}: {stray}"
     tmp = [str(p) for p in out.rglob("*") if ".tmp-" in p.name]
     assert not tmp, f"temporary files left: {tmp}"
@@ -307,13 +307,13 @@ def assert_complete(out: Path, inputs: Path, shard_size: int = SHARD_SIZE) -> di
 
 
 def snapshot(out: Path) -> dict:
-    """Everything a clean run fixes: each shard's and errors.jsonl's bytes, the manifest
+    """Everything a clean run fixes: each shard's and .errors.jsonl's bytes, the manifest
     without its "run" key (timings)."""
     snap = {p.name: p.read_bytes() for p in sorted(out.iterdir())
-            if p.name.startswith("shard-") or p.name == "errors.jsonl"}
-    manifest = json.loads((out / "manifest.json").read_text())
+            if p.name.startswith("shard-") or p.name == ".errors.jsonl"}
+    manifest = json.loads((out / ".manifest.json").read_text())
     manifest.pop("run", None)
-    snap["manifest.json"] = manifest
+    snap[".manifest.json"] = manifest
     return snap
 
 
@@ -514,7 +514,7 @@ def test_unfinished_run_refuses_other_options_until_overwrite(job, tmp_path):
         assert len(lines) == 1, (label, lines)
         assert "unfinished run" in lines[0] and "--overwrite" in lines[0], (label, lines)
         assert not calls(tmp_path / f"refused-{label[0]}.log"), f"{label}: converted files"
-        assert markers(out) == kept and not (out / "manifest.json").exists()
+        assert markers(out) == kept and not (out / ".manifest.json").exists()
         assert {k: v for k, v in work_state(out).items() if k != "lock"} == {
             k: v for k, v in state.items() if k != "lock"}, f"{label}: the resume state changed"
 
@@ -550,7 +550,7 @@ def interrupted(job, tmp_path_factory):
     report(f"Ctrl-C stderr: {len(stderr.splitlines())} lines, {stderr.count('Traceback')} "
            f"tracebacks, {sum('WARNING' in ln for ln in stderr.splitlines())} WARNING lines")
     return dict(dir=d, out=out, rc=rc, stderr=stderr, stopped=stopped,
-                markers=markers(out), manifest=(out / "manifest.json").exists())
+                markers=markers(out), manifest=(out / ".manifest.json").exists())
 
 
 @pytest.mark.timeout(120)

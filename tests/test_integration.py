@@ -26,7 +26,7 @@ def shard_bytes(out: Path) -> dict:
 
 
 def manifest_without_timings(out: Path) -> dict:
-    m = json.loads((out / "manifest.json").read_text())
+    m = json.loads((out / ".manifest.json").read_text())
     m.pop("run")
     return m
 
@@ -44,7 +44,7 @@ def test_run_on_cluster_matches_serial_loop(client, corpus, tmp_path):
     assert {Path(e["path"]).name: e["error"] for e in dp.open(tmp_path / "out").errors()} == {
         "broken.txt.gz": "zlib.error", "latin1.txt": "UnicodeDecodeError"}
     assert res.manifest["error_types"] == {"UnicodeDecodeError": 1, "zlib.error": 1}
-    assert "2 (UnicodeDecodeError 1, zlib.error 1; see errors.jsonl)" in res.summary()
+    assert "2 (UnicodeDecodeError 1, zlib.error 1; see .errors.jsonl)" in res.summary()
     assert "records" in res.summary() and "<table>" in res._repr_html_()
 
 
@@ -56,7 +56,7 @@ def test_byte_identical_with_one_worker_or_two(corpus, tmp_path):
     assert one.workers == 1 and two.workers == 2
     assert shard_bytes(tmp_path / "one") == shard_bytes(tmp_path / "two")
     assert manifest_without_timings(tmp_path / "one") == manifest_without_timings(tmp_path / "two")
-    assert (tmp_path / "one" / "errors.jsonl").read_bytes() == (tmp_path / "two" / "errors.jsonl").read_bytes()
+    assert (tmp_path / "one" / ".errors.jsonl").read_bytes() == (tmp_path / "two" / ".errors.jsonl").read_bytes()
     assert one.dashboard_link.startswith("http://127.0.0.1:")
 
 
@@ -121,17 +121,17 @@ def test_cli_usage_errors_exit_2_and_failures_exit_1(corpus, tmp_path):
     (tmp_path / "o2").mkdir()
     (tmp_path / "o2" / "keep.txt").write_text("x")
     r = cli("run", root, "-o", tmp_path / "o2", "--workers", "1")
-    assert r.returncode == 1 and "did not write" in r.stderr and "Traceback" not in r.stderr
+    assert r.returncode == 2 and "did not write" in r.stderr and "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
     r = cli("run", root, "-o", tmp_path / "o3", "--workers", "1", "--on-error", "raise", "-q")
     assert r.returncode == 1 and ("broken.txt.gz" in r.stderr or "latin1.txt" in r.stderr)
-    assert "Traceback" not in r.stderr and not (tmp_path / "o3" / "manifest.json").exists()
+    assert "Traceback" not in r.stderr and not (tmp_path / "o3" / ".manifest.json").exists()
 
 
 def test_cli_demo_on_the_standard_library(tmp_path):
     r = cli("demo", tmp_path / "demo", "--workers", "2")
     assert r.returncode == 0, r.stderr
-    m = json.loads((tmp_path / "demo" / "manifest.json").read_text())
+    m = json.loads((tmp_path / "demo" / ".manifest.json").read_text())
     assert m["converter"] == "sentences" and m["total_records"] > 50_000
     assert m["sources"]["count"] > 500
     assert all(s["records"] == 10_000 for s in m["shards"][:-1])

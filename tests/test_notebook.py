@@ -27,4 +27,4 @@ def test_quickstart_notebook_runs(tmp_path):
     assert any("image/png" in o.get("data", {}) for o in outputs), "no plot"
     widgets = [o for o in outputs if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
     assert widgets, "dp.run showed no Dask progress widget in the notebook"
-    assert (tmp_path / "quickstart-out" / "manifest.json").exists()
+    assert (tmp_path / "quickstart-out" / ".manifest.json").exists()

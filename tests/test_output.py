@@ -32,7 +32,7 @@ def test_same_job_again_is_a_no_op_and_other_options_are_refused(tmp_path):
     replaced = dp.write_shards(bag(), tmp_path, shard_size=3, overwrite=True)
     assert [s["records"] for s in replaced["shards"]] == [3, 3, 1]
     assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "errors.jsonl", "manifest.json", "shard-00000.parquet", "shard-00001.parquet",
+        ".errors.jsonl", ".manifest.json", "shard-00000.parquet", "shard-00001.parquet",
         "shard-00002.parquet"]
 
 
@@ -40,3 +40,88 @@ def test_output_that_is_a_file(tmp_path):
     (tmp_path / "f").write_text("x")
     with pytest.raises(dp.OutputExistsError, match="not a directory"):
         dp.write_shards(bag(), tmp_path / "f")
+
+
+# -- nothing outside the output is read or deleted; a user's file is never touched --
+
+HOSTILE = ["../canary.txt", "../keep", "", ".", "..", "/etc/passwd", "sub/shard-00000.parquet",
+           "shard-00000.parquet/../../canary.txt", "..\\canary.txt", 7, None]
+
+
+def hostile_setup(tmp_path, entry):
+    """A complete dataset in ``out ü`` beside a canary file and a folder of the user's;
+    the manifest's first shard entry replaced by ``entry``."""
+    import json
+    out = tmp_path / "out ü"
+    dp.write_shards(bag(), out, shard_size=3)
+    (tmp_path / "canary.txt").write_text("canary")
+    (tmp_path / "keep").mkdir()
+    (tmp_path / "keep" / "mine.txt").write_text("mine")
+    (out / "notes.txt").write_text("my notes")
+    m = json.loads((out / ".manifest.json").read_text())
+    m["shards"][0]["file"] = entry
+    (out / ".manifest.json").write_text(json.dumps(m))
+    before = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*"))
+    return out, before
+
+
+@pytest.mark.parametrize("entry", HOSTILE, ids=repr)
+def test_a_hostile_manifest_entry_deletes_and_reads_nothing(tmp_path, entry):
+    out, before = hostile_setup(tmp_path, entry)
+    with pytest.raises(dp.OutputExistsError, match=r"\.manifest\.json.*not a shard file.*remove"):
+        dp.write_shards(bag(), out, shard_size=2, overwrite=True)
+    with pytest.raises(dp.ManifestError, match="not a shard file") as info:
+        dp.open(out)
+    assert "\n" not in str(info.value)
+    report = dp.verify(out)
+    assert not report.ok and len(report.problems) == 1 and "not a shard file" in report.problems[0]
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == before
+    assert (tmp_path / "canary.txt").read_text() == "canary"
+    assert (out / "notes.txt").read_text() == "my notes"
+
+
+def test_a_shard_name_that_is_a_folder_is_never_deleted(tmp_path):
+    """A valid name in the manifest that is a folder (the user's): --overwrite
+    refuses to delete it instead of removing it and all it holds."""
+    out = tmp_path / "out"
+    dp.write_shards(bag(), out, shard_size=3)
+    (out / "shard-00000.parquet").unlink()
+    (out / "shard-00000.parquet").mkdir()
+    (out / "shard-00000.parquet" / "precious.txt").write_text("mine")
+    with pytest.raises(dp.OutputExistsError, match="shard-00000.parquet is a directory"):
+        dp.write_shards(bag(), out, shard_size=2, overwrite=True)
+    assert (out / "shard-00000.parquet" / "precious.txt").read_text() == "mine"
+
+
+@pytest.mark.parametrize("name", [".errors.jsonl", ".sources.jsonl", "shard-00000.parquet",
+                                  "shard-00004.parquet"])
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_a_users_file_with_one_of_our_names_is_never_emptied(tmp_path, name, overwrite):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / name).write_text("the user's own")
+    with pytest.raises(dp.OutputExistsError, match=f"{name}.*not written by dask-prep"):
+        dp.write_shards(bag(), out, shard_size=3, overwrite=overwrite)
+    assert (out / name).read_text() == "the user's own"
+    assert sorted(p.name for p in out.iterdir()) == [name]
+
+
+def test_a_users_version_1_names_are_foreign_and_kept(tmp_path):
+    """Without a version 1 manifest, ``errors.jsonl`` is the user's file: refused
+    without --overwrite, and kept untouched beside the new dataset with it."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "errors.jsonl").write_text("the user's own")
+    with pytest.raises(dp.OutputExistsError, match=r"did not write \(errors.jsonl\)"):
+        dp.write_shards(bag(), out, shard_size=3)
+    dp.write_shards(bag(), out, shard_size=3, overwrite=True)
+    assert (out / "errors.jsonl").read_text() == "the user's own" and dp.verify(out).ok
+
+
+def test_overwrite_removes_exactly_the_old_datasets_files(tmp_path):
+    out = tmp_path / "out"
+    dp.write_shards(bag(), out, shard_size=2)           # 4 shards
+    (out / "notes.txt").write_text("mine")
+    dp.write_shards(bag(), out, shard_size=5, overwrite=True)  # 2 shards
+    assert sorted(p.name for p in out.iterdir()) == [
+        ".errors.jsonl", ".manifest.json", "notes.txt", "shard-00000.parquet", "shard-00001.parquet"]

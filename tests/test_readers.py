@@ -1,4 +1,5 @@
 import bz2
+import gzip
 import lzma
 
 import pytest
@@ -8,6 +9,7 @@ from hypothesis import given, settings, strategies as st
 from dask_prep.ingest import readers
 from dask_prep.errors import BinaryFileError, EmptyFileError
 from dask_prep.ingest.readers import iter_lines, read_text
+from dask_prep.write.output import ERRORS
 from helpers import write
 
 TEXT = "première ligne\nsecond line\n"
@@ -25,6 +27,50 @@ def test_compressed_files_read_transparently(tmp_path, suffix, compress):
         p.write_bytes(compress(TEXT.encode()))
     assert read_text(str(p)) == TEXT
     assert [line for _, line in iter_lines(str(p))] == ["première ligne", "second line"]
+
+
+COMPRESS = {".gz": lambda b: gzip.compress(b, mtime=0), ".bz2": bz2.compress, ".xz": lzma.compress,
+            ".zst": lambda b: zstandard.ZstdCompressor().compress(b)}
+LONG = "".join(f"line {i} of a long file\n" for i in range(20_000)).encode()
+
+
+@pytest.mark.parametrize("suffix", list(COMPRESS))
+@pytest.mark.parametrize("cut", [1, 100, "half"])
+def test_a_cut_compressed_file_is_an_error_never_a_shorter_document(tmp_path, suffix, cut):
+    data = COMPRESS[suffix](LONG)
+    p = tmp_path / f"cut.txt{suffix}"
+    p.write_bytes(data[: -(len(data) // 2 if cut == "half" else cut)])
+    with pytest.raises(EOFError, match="ended before the end"):
+        read_text(str(p))
+    with pytest.raises(EOFError, match="ended before the end"):
+        for _ in iter_lines(str(p)):
+            pass
+
+
+def test_a_zst_file_of_several_frames_is_read_whole(tmp_path):
+    c = zstandard.ZstdCompressor()
+    p = tmp_path / "frames.txt.zst"
+    p.write_bytes(c.compress(LONG[:1000]) + c.compress(b"") + c.compress(LONG[1000:]))
+    assert read_text(str(p)).encode() == LONG
+    assert sum(1 for _ in iter_lines(str(p))) == 20_000
+
+
+@pytest.mark.slow  # a run on the session cluster
+def test_run_reports_each_cut_file_and_keeps_every_other_record(tmp_path, client):
+    import json
+
+    import dask_prep as dp
+    for suffix, compress in COMPRESS.items():
+        data = compress(LONG)
+        (tmp_path / "in" / "good").mkdir(parents=True, exist_ok=True)
+        (tmp_path / "in" / "good" / f"whole.txt{suffix}").write_bytes(data)
+        (tmp_path / "in" / f"cut.txt{suffix}").write_bytes(data[:-1])
+    write(tmp_path / "in" / "plain.txt", "plain line\n")
+    result = dp.run([tmp_path / "in"], tmp_path / "out", client=client, converter="lines")
+    assert result.records == 4 * 20_000 + 1
+    errors = [json.loads(line) for line in (tmp_path / "out" / ERRORS).read_text().splitlines()]
+    assert sorted(e["path"] for e in errors) == sorted(str(tmp_path / "in" / f"cut.txt{s}") for s in COMPRESS)
+    assert {e["error"] for e in errors} == {"EOFError"}
 
 
 def test_binary_file_refused_with_offset(tmp_path):

@@ -11,6 +11,7 @@ import pytest
 
 import dask_prep as dp
 from dask_prep.errors import OutputInUseError, TooManyErrorsError
+from dask_prep.write.lock import host_id
 from helpers import write
 
 
@@ -23,7 +24,7 @@ def test_live_lock_refuses_a_second_writer(tmp_path):
     try:
         (tmp_path / ".dask-prep").mkdir()
         (tmp_path / ".dask-prep" / "lock").write_text(json.dumps(
-            {"pid": holder.pid, "host": os.uname().nodename, "started": time.time()}))
+            {"pid": holder.pid, "host": host_id(), "started": time.time()}))
         with pytest.raises(OutputInUseError, match=f"another run \\(pid {holder.pid}"):
             dp.write_shards(bag(), tmp_path, shard_size=4)
     finally:
@@ -69,7 +70,7 @@ def test_lock_of_a_killed_run_does_not_block(tmp_path):
     dead.wait()
     (tmp_path / ".dask-prep").mkdir()
     (tmp_path / ".dask-prep" / "lock").write_text(json.dumps(
-        {"pid": dead.pid, "host": os.uname().nodename, "started": time.time()}))
+        {"pid": dead.pid, "host": host_id(), "started": time.time()}))
     assert dp.write_shards(bag(), tmp_path, shard_size=4)["total_records"] == 6
 
 
@@ -87,8 +88,8 @@ def test_max_errors_count_or_fraction(tmp_path, client, limit, fails):
     if fails:
         with pytest.raises(TooManyErrorsError, match="sources failed, more than max_errors"):
             dp.run([src], tmp_path / "out", max_errors=limit, client=client)
-        assert not (tmp_path / "out" / "manifest.json").exists()
-        assert (tmp_path / "out" / "errors.jsonl").read_text().count("UnicodeDecodeError") >= 1
+        assert not (tmp_path / "out" / ".manifest.json").exists()
+        assert (tmp_path / "out" / ".errors.jsonl").read_text().count("UnicodeDecodeError") >= 1
     else:
         assert dp.run([src], tmp_path / "out", max_errors=limit, client=client).errors == 4
 
@@ -111,3 +112,104 @@ def test_parquet_path_never_unpickles(tmp_path, monkeypatch):
     ds = dp.open(tmp_path)
     assert sorted(r["i"] for r in ds) == list(range(6)) and dp.verify(tmp_path).ok
     assert len(ds.to_table()) == 6
+
+
+# -- the lock: an exclusive create, and a heartbeat wherever the holder may be ----
+
+N_RECORDS = 3000
+
+
+def _concurrent_writer(out, shard_size, barrier, results):
+    """One of many writers started at the same instant (a forked process)."""
+    import dask
+    from dask_prep.errors import OutputExistsError
+    dask.config.set(scheduler="sync")
+    b = db.from_sequence([{"i": i} for i in range(N_RECORDS)], npartitions=6)
+    barrier.wait()
+    try:
+        m = dp.write_shards(b, out, shard_size=shard_size)
+        results.put(("ok", shard_size, m["total_records"]))
+    except (OutputInUseError, OutputExistsError) as exc:
+        results.put((type(exc).__name__, shard_size, str(exc)))
+    except BaseException as exc:  # noqa: BLE001 - reported to the test, which fails on it
+        results.put(("crash", shard_size, repr(exc)))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("trial", range(3))
+def test_twenty_writers_at_the_same_instant_leave_one_exact_dataset(tmp_path, trial):
+    """20 processes call write_shards on one folder at once, with different shard
+    sizes: one takes the lock, the others are refused with one line (or, once the
+    first is done, find a dataset of other options), and the committed dataset
+    holds every record exactly once."""
+    import multiprocessing as mp
+    ctx = mp.get_context("fork")
+    out = tmp_path / f"out #{trial} ü"
+    barrier, results = ctx.Barrier(20), ctx.Queue()
+    sizes = [100 + 37 * k + trial for k in range(20)]
+    procs = [ctx.Process(target=_concurrent_writer, args=(out, s, barrier, results)) for s in sizes]
+    for p in procs:
+        p.start()
+    got = [results.get(timeout=240) for _ in procs]
+    for p in procs:
+        p.join(timeout=60)
+    kinds = [k for k, _, _ in got]
+    assert "crash" not in kinds, [g for g in got if g[0] == "crash"]
+    assert kinds.count("ok") >= 1 and kinds.count("OutputInUseError") >= 1, kinds
+    assert all("\n" not in msg for k, _, msg in got if k != "ok")
+    ds = dp.open(out)
+    assert dp.verify(out).ok
+    assert sorted(r["i"] for r in ds) == list(range(N_RECORDS))
+    winners = {s for k, s, _ in got if k == "ok"}
+    assert winners == {ds.manifest["shard_size"]}, (winners, ds.manifest["shard_size"])
+    assert not (out / ".dask-prep").exists()
+
+
+HOLDER = '''
+import sys, time
+import dask_prep.write.lock as lock
+from dask_prep.write.output import OutputDir
+lock.host_id = lambda: "another-host"
+lock.HEARTBEAT = 0.3
+with lock.RunLock(OutputDir(sys.argv[1])):
+    print("held", flush=True)
+    time.sleep(600)
+'''
+
+
+@pytest.mark.slow
+def test_a_live_writer_on_another_host_keeps_its_lock_by_heartbeat(tmp_path, monkeypatch):
+    """A holder whose pid cannot be checked (another host on a shared file system)
+    is live while its heartbeat runs, however long the run; once it is killed the
+    lock goes stale and the next run takes it over."""
+    import dask_prep.write.lock as lock
+    monkeypatch.setattr(lock, "STALE_AFTER", 2.0)
+    out = tmp_path / "shared out"
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(out)], stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        time.sleep(3 * lock.STALE_AFTER)  # well past STALE_AFTER since the lock was made
+        assert json.loads((out / ".dask-prep" / "lock").read_text())["host"] == "another-host"
+        with pytest.raises(OutputInUseError, match="another run .* on another-host"):
+            dp.write_shards(bag(), out, shard_size=4)
+    finally:
+        holder.kill()
+        holder.wait()
+    with pytest.raises(OutputInUseError):  # killed just now: its heartbeat is still recent
+        dp.write_shards(bag(), out, shard_size=4)
+    time.sleep(lock.STALE_AFTER + 0.5)
+    m = dp.write_shards(bag(), out, shard_size=4)
+    assert m["total_records"] == 6 and dp.verify(out).ok and not (out / ".dask-prep").exists()
+
+
+def test_a_stale_lock_of_another_host_is_taken_over_and_a_fresh_one_is_not(tmp_path):
+    lock_file = tmp_path / ".dask-prep" / "lock"
+    lock_file.parent.mkdir()
+    lock_file.write_text(json.dumps({"token": "x", "pid": 1, "host": "another-host",
+                                     "started": time.time()}))
+    with pytest.raises(OutputInUseError, match="pid 1 on another-host"):
+        dp.write_shards(bag(), tmp_path, shard_size=4)
+    old = time.time() - 3600
+    os.utime(lock_file, (old, old))  # its heartbeat stopped an hour ago
+    assert dp.write_shards(bag(), tmp_path, shard_size=4)["total_records"] == 6

@@ -80,7 +80,7 @@ def test_a_resume_after_a_source_changed_redoes_only_its_partitions(tmp_path, cl
     result = run(src, out, client)
     run(src, tmp_path / "fresh", client)
     assert records(out) == records(tmp_path / "fresh")
-    fresh = json.loads((tmp_path / "fresh" / "manifest.json").read_text())
+    fresh = json.loads((tmp_path / "fresh" / ".manifest.json").read_text())
     assert [s["sha256"] for s in result.manifest["shards"]] == [s["sha256"] for s in fresh["shards"]]
     resumed = result.manifest["run"]["resumed_partitions"]
     assert 0 < resumed < result.manifest["partitions"], "unchanged partitions are kept, changed redone"
@@ -135,18 +135,18 @@ def test_nothing_found_fails_with_one_line_and_no_manifest(tmp_path, inputs):
                        capture_output=True, text=True)
     assert r.returncode == 1, r.stderr
     assert r.stderr.strip().splitlines()[-1].startswith("dask-prep: error: NoSourcesError: no sources found: ")
-    assert "Traceback" not in r.stderr and not (out / "manifest.json").exists()
+    assert "Traceback" not in r.stderr and not (out / ".manifest.json").exists()
     ok = subprocess.run([*dask_prep_cli(), "run", arg, "-o", str(out), "--workers", "1", "-q",
                          "--allow-empty"], capture_output=True, text=True)
     assert ok.returncode == 0, ok.stderr
-    assert json.loads((out / "manifest.json").read_text())["total_records"] == 0
+    assert json.loads((out / ".manifest.json").read_text())["total_records"] == 0
 
 
 def test_sources_that_give_no_records_fail_unless_allowed(tmp_path, client):
     write(tmp_path / "in" / "a.jsonl", "\n\n")
     with pytest.raises(dp.errors.EmptyDatasetError, match="no records"):
         dp.run([tmp_path / "in"], tmp_path / "out", client=client, converter="jsonl")
-    assert not (tmp_path / "out" / "manifest.json").exists()
+    assert not (tmp_path / "out" / ".manifest.json").exists()
 
 
 def test_an_output_that_is_an_input_is_refused_up_front(tmp_path):

@@ -44,7 +44,7 @@ def test_resume_skips_finished_partitions_and_matches_a_clean_run(setup):
     with pytest.raises(KeyboardInterrupt):
         dp.write_shards(bag, tmp_path / "out", shard_size=10)
     first = calls(tmp_path)
-    assert "f013.txt" in first and not (tmp_path / "out" / "manifest.json").exists()
+    assert "f013.txt" in first and not (tmp_path / "out" / ".manifest.json").exists()
     (tmp_path / "fail").unlink()
     res = dp.run([tmp_path / "in"], tmp_path / "out", **opts)
     again = calls(tmp_path)
@@ -58,7 +58,7 @@ def test_resume_skips_finished_partitions_and_matches_a_clean_run(setup):
     for name in sorted(p.name for p in (tmp_path / "clean").glob("shard-*")):
         assert (tmp_path / "out" / name).read_bytes() == (tmp_path / "clean" / name).read_bytes()
     strip = lambda p: {k: v for k, v in json.loads(p.read_text()).items() if k != "run"}  # noqa: E731
-    assert strip(tmp_path / "out" / "manifest.json") == strip(tmp_path / "clean" / "manifest.json")
+    assert strip(tmp_path / "out" / ".manifest.json") == strip(tmp_path / "clean" / ".manifest.json")
     assert not (tmp_path / "out" / ".dask-prep").exists()
 
 

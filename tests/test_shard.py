@@ -47,7 +47,7 @@ def test_every_shard_exact_but_the_last(sizes, n, fmt):
         assert sorted(i for s in shards for i in s) == list(range(total))
         assert all(s == sorted(s) for s in shards), "record order within a shard follows the input"
         assert sorted(p.name for p in __import__("pathlib").Path(out).iterdir()) == \
-            ["errors.jsonl", "manifest.json"] + [s["file"] for s in m["shards"]]
+            [".errors.jsonl", ".manifest.json"] + [s["file"] for s in m["shards"]]
 
 
 def test_full_shards_come_first_then_merged_remainders(tmp_path):
@@ -95,7 +95,7 @@ def test_conflicting_types_are_an_error_naming_the_file_and_field(tmp_path, part
     with pytest.raises(dp.SchemaMismatchError, match=r"b\.jsonl.*'n'"):
         dp.write_shards(dp.to_bag(dp.discover(tmp_path / "in"), "jsonl", partition_size=partition_size),
                         tmp_path / "out2", shard_size=10, on_error="raise")
-    assert not (tmp_path / "out2" / "manifest.json").exists()
+    assert not (tmp_path / "out2" / ".manifest.json").exists()
 
 
 def test_integer_too_large_for_arrow_is_an_error_naming_the_field(tmp_path):
@@ -123,7 +123,7 @@ def test_non_dict_records_need_pickle(tmp_path):
     bag = db.from_sequence(["a", "b"])
     with pytest.raises(dp.errors.EmptyDatasetError, match="no records"):
         dp.write_shards(bag, tmp_path / "pq", shard_size=5)
-    assert not (tmp_path / "pq" / "manifest.json").exists()
+    assert not (tmp_path / "pq" / ".manifest.json").exists()
     m = dp.write_shards(bag, tmp_path / "pq", shard_size=5, allow_empty=True)
     assert m["total_records"] == 0 and "must be dicts" in dp.open(tmp_path / "pq").errors()[0]["message"]
     m = dp.write_shards(bag, tmp_path / "pk", shard_size=5, format="pickle")
@@ -149,12 +149,12 @@ def test_on_error_raise_names_the_file_and_writes_no_manifest(tmp_path):
     write(tmp_path / "in" / "zz.txt", b"\xff")
     with pytest.raises(dp.ConversionError, match=r"zz\.txt: UnicodeDecodeError"):
         dp.write_shards(dp.to_bag(tmp_path / "in", "text", on_error="raise"), tmp_path / "out")
-    assert not (tmp_path / "out" / "manifest.json").exists()
+    assert not (tmp_path / "out" / ".manifest.json").exists()
 
 
 def test_manifest_fields(tmp_path):
     m = dp.write_shards(bag_of_partitions([3]), tmp_path, shard_size=2)
-    on_disk = json.loads((tmp_path / "manifest.json").read_text())
+    on_disk = json.loads((tmp_path / ".manifest.json").read_text())
     assert on_disk == m
     assert {"version", "format", "shard_size", "total_records", "shards", "schema", "errors",
             "fingerprint", "created_by", "run"} <= m.keys()
@@ -276,7 +276,7 @@ def test_a_source_that_fails_or_clashes_part_way_is_cut_out_whole(sources, chunk
         else:
             shards = [[r["i"] for r in pickle.load(open(f"{tmp}/out/{s['file']}", "rb"))]
                       for s in m["shards"]]
-        errors = [json.loads(line) for line in open(f"{tmp}/out/errors.jsonl")]
+        errors = [json.loads(line) for line in open(f"{tmp}/out/.errors.jsonl")]
     assert sorted(i for s in shards for i in s) == want  # (full shards come before merged leftovers)
     assert all(s == sorted(s) for s in shards) and m["total_records"] == len(want)
     assert {e["path"].rsplit("/", 1)[1] for e in errors} == bad and len(errors) == len(bad)

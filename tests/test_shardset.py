@@ -60,10 +60,10 @@ def test_verify_detects_each_kind_of_damage(dataset):
 
 def test_verify_checks_record_counts_against_parquet_footer(dataset):
     out, _ = dataset
-    m = json.loads((out / "manifest.json").read_text())
+    m = json.loads((out / ".manifest.json").read_text())
     m["shards"][0]["records"] = 4
     m["total_records"] = 22
-    (out / "manifest.json").write_text(json.dumps(m))
+    (out / ".manifest.json").write_text(json.dumps(m))
     problems = dp.verify(out).problems
     assert any("shard-00000.parquet: 5 records, manifest says 4" in p for p in problems)
     assert any("every shard but the last must hold 5" in p for p in problems)
@@ -71,9 +71,9 @@ def test_verify_checks_record_counts_against_parquet_footer(dataset):
 
 def test_corrupt_or_missing_manifest(dataset, tmp_path_factory):
     out, _ = dataset
-    (out / "manifest.json").write_text("{not json")
+    (out / ".manifest.json").write_text("{not json")
     report = dp.verify(out)
-    assert not report.ok and "manifest.json is corrupt" in report.problems[0]
+    assert not report.ok and ".manifest.json is corrupt" in report.problems[0]
     with pytest.raises(dp.ManifestError, match="corrupt"):
         dp.open(out)
     empty = tmp_path_factory.mktemp("empty")

@@ -48,7 +48,7 @@ def report_bad_item(message: str, *, line: int | None = None, error: str = "BadI
     """Report one bad item (e.g. a malformed line) of the source being converted.
 
     Converters call this to skip an item and go on: the item is listed in
-    ``_errors.jsonl`` with the line number, and the rest of the source is kept.
+    ``.errors.jsonl`` with the line number, and the rest of the source is kept.
     With ``on_error="raise"`` it raises :class:`~dask_prep.errors.ConversionError`.
     Outside a dask-prep conversion it logs a warning.
     """

@@ -2,7 +2,8 @@
 
 Built-ins, by name:
 
-``text``       one record per document: ``{"path", "text"}``
+``text``       one record per document: ``{"path", "text"}`` (a name that is not UTF-8
+               shows its bad bytes as ``\\xff`` escapes in ``path``)
 ``lines``      one record per non-blank line: ``{"text"}``
 ``jsonl``      one record per JSON line (a malformed line is reported, the rest kept)
 ``csv``        one record per row, keyed by the header: ``{column: str}``
@@ -38,6 +39,7 @@ from dataclasses import dataclass
 from .._version import __version__
 from ..errors import ConverterNotFoundError
 from ..options import ENCODING_ERRORS, check_choice
+from ..paths import printable
 from ..runtime.shipping import ByValue, shippable
 from .bad_items import report_bad_item
 from .readers import iter_lines, read_paragraphs, read_text
@@ -64,7 +66,7 @@ def words(sentence: str) -> list[str]:
 
 
 def text(path: str, *, errors: str = "strict", storage_options: dict | None = None) -> list[dict]:
-    return [{"path": path, "text": read_text(path, errors, storage_options=storage_options)}]
+    return [{"path": printable(path), "text": read_text(path, errors, storage_options=storage_options)}]
 
 
 def lines(path: str, *, errors: str = "strict", start=None, end=None,
@@ -220,20 +222,57 @@ def _load(spec: str) -> Callable:
     if target.endswith(".py") or os.sep in target or "/" in target:
         if not os.path.isfile(target):
             raise ConverterNotFoundError(f"converter file {target!r} does not exist (from {spec!r})")
-        modname = "dask_prep_user_" + re.sub(r"\W", "_", os.path.abspath(target))
-        module_spec = importlib.util.spec_from_file_location(modname, target)
-        module = importlib.util.module_from_spec(module_spec)
-        sys.modules[modname] = module
-        module_spec.loader.exec_module(module)
+        module = _exec_file(target, spec)
     else:
         try:
             module = importlib.import_module(target)
-        except ImportError as exc:
-            raise ConverterNotFoundError(f"cannot import module {target!r} for converter {spec!r}: {exc}") from exc
+        except ModuleNotFoundError as exc:
+            # as ``python -m`` would: a module in the working directory
+            local = os.path.join(*target.split(".")) + ".py"
+            if exc.name != target.split(".")[0]:  # the module itself imports what is missing
+                raise ConverterNotFoundError(_broken(target, spec, exc)) from None
+            if not os.path.isfile(local):
+                raise ConverterNotFoundError(
+                    f"cannot import module {target!r} for converter {spec!r}: {exc}") from None
+            module = _exec_file(local, spec)
+        except Exception as exc:
+            raise ConverterNotFoundError(_broken(target, spec, exc)) from None
     fn = getattr(module, func, None)
     if not callable(fn):
         raise ConverterNotFoundError(f"{target!r} has no function {func!r} (from converter {spec!r})")
     return fn
+
+
+def _exec_file(target: str, spec: str):
+    """The module in the file ``target``; an error in it is one line naming the file."""
+    modname = "dask_prep_user_" + re.sub(r"\W", "_", os.path.abspath(target))
+    module_spec = importlib.util.spec_from_file_location(modname, target)
+    module = importlib.util.module_from_spec(module_spec)
+    sys.modules[modname] = module
+    try:
+        module_spec.loader.exec_module(module)
+    except Exception as exc:
+        del sys.modules[modname]
+        raise ConverterNotFoundError(_broken(target, spec, exc)) from None
+    return module
+
+
+def _broken(target: str, spec: str, exc: BaseException) -> str:
+    """``converter file 'conv.py' line 3: SyntaxError: '(' was never closed``."""
+    line = getattr(exc, "lineno", None) if isinstance(exc, SyntaxError) else None
+    if line is None:
+        tb = exc.__traceback__
+        frames = []
+        while tb is not None:
+            frames.append(tb)
+            tb = tb.tb_next
+        mine = [f for f in frames if os.path.abspath(f.tb_frame.f_code.co_filename) == os.path.abspath(target)]
+        here = mine or [f for f in frames[1:] if not f.tb_frame.f_code.co_filename.startswith("<")]
+        line = here[-1].tb_lineno if here else None  # the innermost frame of the user's code
+    what = "converter file" if target.endswith(".py") else "converter module"
+    where = f" line {line}" if line else ""
+    message = exc.msg if isinstance(exc, SyntaxError) else str(exc)
+    return f"{what} {target!r}{where}: {type(exc).__name__}: {message} (from converter {spec!r})"
 
 
 def _ship(fn: Callable) -> Callable:

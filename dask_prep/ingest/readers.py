@@ -26,9 +26,7 @@ def open_bytes(path: str, storage_options: dict | None = None) -> io.IOBase:
     """Open ``path`` for binary reading, decompressing .gz/.bz2/.xz/.zst."""
     comp = _compression(path)
     if comp == "zstd":
-        import zstandard
-        return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(
-            open_bytes_raw(path, storage_options), closefd=True))
+        return io.BufferedReader(_ZstdReader(open_bytes_raw(path, storage_options)), _BLOCK)
     if is_url(path):
         fs, name = filesystem(path, storage_options)
         return fs.open(name, "rb", compression=comp)
@@ -44,6 +42,52 @@ def open_bytes_raw(path: str, storage_options: dict | None = None) -> io.IOBase:
 
 
 _LOCAL = {None: open, "gzip": gzip.open, "bz2": bz2.open, "lzma": lzma.open}
+
+
+class _ZstdReader(io.RawIOBase):
+    """The content of a .zst file: every frame, one after another (``zstd`` and
+    ``pzstd`` write several), and an ``EOFError`` when the file ends inside a
+    frame, as gzip, bz2 and lzma raise for a cut file. (zstandard's
+    ``stream_reader`` stops after the first frame and returns a cut frame's
+    part without a word.)"""
+
+    def __init__(self, raw: io.IOBase):
+        import zstandard
+        self._raw, self._new = raw, zstandard.ZstdDecompressor().decompressobj
+        self._d, self._fed = self._new(), False  # fed: the current frame has begun
+        self._out, self._pos = memoryview(b""), 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        while self._pos >= len(self._out):
+            chunk = self._raw.read(_BLOCK)
+            if not chunk:
+                if self._fed and not self._d.eof:
+                    raise EOFError("Compressed file ended before the end of its zstd frame "
+                                   "was reached (a cut or unfinished .zst file)")
+                return 0
+            self._out, self._pos = memoryview(self._decompress(chunk)), 0
+        n = min(len(b), len(self._out) - self._pos)
+        b[:n] = self._out[self._pos:self._pos + n]
+        self._pos += n
+        return n
+
+    def _decompress(self, chunk: bytes) -> bytes:
+        out = []
+        while chunk:
+            if self._d.eof:  # the next frame
+                self._d, self._fed = self._new(), False
+            self._fed = True
+            out.append(self._d.decompress(chunk))
+            chunk = self._d.unused_data if self._d.eof else b""
+        return b"".join(out)
+
+    def close(self) -> None:
+        if not self.closed:
+            self._raw.close()
+        super().close()
 
 
 def read_bytes(path: str, storage_options: dict | None = None) -> bytes:

@@ -9,10 +9,10 @@
 """
 from __future__ import annotations
 
-import fnmatch
 import glob
 import hashlib
 import json
+import logging
 import os
 import posixpath
 import stat
@@ -23,8 +23,11 @@ from operator import attrgetter
 from fsspec.implementations.local import LocalFileSystem
 
 from ..paths import filesystem, is_url
+from .exclude import ExcludeList
 
 __all__ = ["Source", "Sources", "discover", "COMPRESSIONS"]
+
+logger = logging.getLogger(__name__)
 
 #: Compressed suffixes read transparently, and the codec fsspec uses for each.
 COMPRESSIONS = {".gz": "gzip", ".bz2": "bz2", ".xz": "lzma", ".zst": "zstd"}
@@ -51,14 +54,16 @@ class Sources(Sequence):
     """The sorted, de-duplicated sources of a run, and what was left out.
 
     ``missing`` lists explicit inputs that do not exist (or globs that matched
-    nothing); ``excluded`` counts files dropped by the exclude list (local
-    directories it excludes are not walked, and their files not counted).
+    nothing) and what discovery could not use; ``excluded`` counts the files
+    the exclude list dropped (those inside excluded folders included), and
+    ``excluded_files`` lists each as ``(path, the entry that excluded it)``.
     """
 
     items: tuple[Source, ...]
     missing: tuple[str, ...] = ()
     excluded: int = 0
     storage_options: dict = field(default_factory=dict, compare=False)
+    excluded_files: tuple[tuple[str, str], ...] = field(default=(), compare=False)
 
     def __getitem__(self, i):
         return self.items[i]
@@ -101,6 +106,7 @@ def discover(
     suffixes: str | Iterable[str] | None = None,
     exclude: str | os.PathLike | Iterable[str] | None = None,
     storage_options: dict | None = None,
+    outside: str | os.PathLike | None = None,
 ) -> Sources:
     """Find every document named by ``inputs``, sorted by path.
 
@@ -116,27 +122,43 @@ def discover(
         Applies to what directories and globs expand to, not to files named
         explicitly.
     exclude
-        A file of paths, basenames or globs, one a line, or a list of them.
+        A file of paths, names or globs, one a line (relative ones relative to
+        the file's folder), or a list of them (relative to the working
+        directory); see :mod:`dask_prep.ingest.exclude`. An entry that matches
+        nothing is warned about.
     storage_options
         Passed to fsspec for remote URLs.
+    outside
+        A folder never read, nor walked (a run's output folder, when it lies
+        inside an input folder: a rerun must not read its own shards).
     """
     storage_options = dict(storage_options or {})
     suffixes = _as_suffixes(suffixes)
-    patterns = _exclude_patterns(exclude)
+    patterns = ExcludeList.of(exclude)
+    avoid = _Outside(outside)
     found: dict[str, Source] = {}
     missing: list[str] = []
     for inp in _as_list(inputs):
-        for source in _expand(inp, suffixes, storage_options, missing, patterns):
+        for source in _expand(inp, suffixes, storage_options, missing, (patterns, avoid)):
             found.setdefault(source.path, source)
-    kept = [s for s in found.values() if not (patterns and _excluded(s.path, patterns))]
+    kept, excluded = [], []
+    for s in found.values():
+        if avoid.holds(s.path):
+            continue
+        by = patterns.match(s.path) if patterns else None
+        (kept if by is None else excluded).append(s if by is None else (s.path, by))
+    if patterns:
+        patterns.warn_unused()
     kept.sort(key=attrgetter("path"))  # paths are unique: no need to compare sizes
-    return Sources(tuple(kept), tuple(missing), len(found) - len(kept), storage_options)
+    excluded.sort()
+    return Sources(tuple(kept), tuple(missing), len(excluded), storage_options, tuple(excluded))
 
 
 def _as_list(inputs) -> list[str]:
-    if isinstance(inputs, (str, os.PathLike)):
-        return [os.fspath(inputs)]
-    return [os.fspath(i) for i in inputs]
+    """Names as ``str``: a ``bytes`` name (not UTF-8, say) as ``os.fsdecode`` gives it."""
+    if isinstance(inputs, (str, bytes, os.PathLike)):
+        return [os.fsdecode(inputs)]
+    return [os.fsdecode(i) for i in inputs]
 
 
 def _as_suffixes(suffixes) -> tuple[str, ...]:
@@ -145,40 +167,6 @@ def _as_suffixes(suffixes) -> tuple[str, ...]:
     if isinstance(suffixes, str):
         suffixes = [suffixes]
     return tuple((s if s.startswith(".") else "." + s).lower() for s in suffixes)
-
-
-def _exclude_patterns(exclude) -> list[str]:
-    if exclude is None:
-        return []
-    if isinstance(exclude, (str, os.PathLike)):
-        path = os.fspath(exclude)
-        try:
-            fs, local = filesystem(path)
-            with fs.open(local, "rt", encoding="utf-8") as f:
-                lines = f.read().splitlines()
-        except FileNotFoundError:
-            raise FileNotFoundError(f"exclude list {path!r} does not exist; pass a file "
-                                    "of paths or globs, one a line, or a list of patterns") from None
-    else:
-        lines = list(exclude)
-    patterns = []
-    for line in lines:
-        line = line.strip()
-        if line and not line.startswith("#"):
-            patterns.append(line)
-            if not _has_magic(line) and not is_url(line):
-                patterns.append(os.path.abspath(line))
-    return patterns
-
-
-def _excluded(path: str, patterns: list[str]) -> bool:
-    base = posixpath.basename(path)
-    for p in patterns:
-        if path == p or base == p or path.startswith(p.rstrip("/") + "/"):
-            return True
-        if _has_magic(p) and (fnmatch.fnmatchcase(path, p) or fnmatch.fnmatchcase(base, p)):
-            return True
-    return False
 
 
 def _has_magic(s: str) -> bool:
@@ -206,9 +194,34 @@ def _keep(path: str, suffixes: tuple[str, ...]) -> bool:
     return comp is not None and name[: -len(comp)].endswith(suffixes)
 
 
-def _expand(inp: str, suffixes, storage_options, missing, patterns=()) -> Iterable[Source]:
+class _Outside:
+    """The folder discovery keeps out of: by name, and (local) by device and
+    inode, so that a link into it is kept out too."""
+
+    def __init__(self, folder):
+        self.prefixes, self.key = (), None
+        if folder is None:
+            return
+        name = os.fsdecode(folder)
+        names = {name} if is_url(name) else {os.path.abspath(name), os.path.realpath(name)}
+        self.prefixes = tuple(n.rstrip("/") + "/" for n in names)
+        if not is_url(name):
+            try:
+                st = os.stat(name)
+                self.key = (st.st_dev, st.st_ino)
+            except OSError:
+                pass
+
+    def holds(self, path: str) -> bool:
+        return bool(self.prefixes) and path.startswith(self.prefixes)
+
+    def is_folder(self, st) -> bool:
+        return self.key is not None and (st.st_dev, st.st_ino) == self.key
+
+
+def _expand(inp: str, suffixes, storage_options, missing, rules=(None, None)) -> Iterable[Source]:
     if inp.startswith("@"):
-        yield from _expand_list(inp[1:], suffixes, storage_options, missing, patterns)
+        yield from _expand_list(inp[1:], suffixes, storage_options, missing, rules)
         return
     fs, root = filesystem(inp, storage_options)
     local = isinstance(fs, LocalFileSystem)
@@ -227,7 +240,7 @@ def _expand(inp: str, suffixes, storage_options, missing, patterns=()) -> Iterab
                 yield Source(name(info["name"]), int(info["size"] or 0), _stamp(info))
     elif local:
         if os.path.isdir(root):
-            yield from _walk_local(root, suffixes, patterns, missing)
+            yield from _walk_local(root, suffixes, rules, missing)
         elif exists:
             yield from _local_file(root, missing)
         else:
@@ -286,30 +299,54 @@ def _stamp(info: dict) -> int | str | None:
     return None
 
 
-def _walk_local(root: str, suffixes, patterns, missing: list) -> Iterable[Source]:
+def _walk_local(root: str, suffixes, rules, missing: list) -> Iterable[Source]:
     """Walk a local tree, not descending into hidden or excluded directories.
 
-    FIFOs, sockets and devices are reported in ``missing`` (opening a FIFO would
-    block a worker forever); a broken link is kept for its conversion to report.
+    Links to folders are followed once every real folder is walked, each
+    folder at most once (a loop, or a second way into a folder, is reported in
+    ``missing`` and not followed). An unreadable folder, a FIFO, socket or
+    device (opening a FIFO would block a worker forever) is reported in
+    ``missing``; a broken link or a link loop among the files is kept for its
+    conversion to report, as an unreadable file is. The ``outside`` folder of
+    ``rules`` (the output) is not walked.
     """
-    folders = [os.path.abspath(root)]
-    while folders:
+    patterns, avoid = rules
+    root = os.path.abspath(root)
+    folders, links, seen = [root], [], set()
+    while folders or links:
+        folder = folders.pop() if folders else links.pop()
         try:
-            entries = list(os.scandir(folders.pop()))
-        except OSError:  # unreadable or vanished: as os.walk, skip it
+            st = os.stat(folder)
+            if avoid is not None and avoid.is_folder(st):
+                logger.info("not reading %s: it is the output folder", folder)
+                continue
+            if (st.st_dev, st.st_ino) in seen:
+                missing.append(f"{folder} (link to a folder walked already: a loop or a second "
+                               "way in; not followed)")
+                continue
+            seen.add((st.st_dev, st.st_ino))
+            with os.scandir(folder) as it:
+                entries = sorted(it, key=attrgetter("name"), reverse=True)
+        except OSError as exc:
+            missing.append(f"{folder} (folder not readable: {exc.strerror or exc})")
             continue
         for entry in entries:
             if entry.name.startswith("."):
                 continue
-            if entry.is_dir():  # a link to a folder is not followed (as os.walk)
-                if not entry.is_symlink() and not _excluded(entry.path + "/", patterns):
-                    folders.append(entry.path)
+            try:
+                is_dir = entry.is_dir()
+            except OSError:  # a link loop: not a folder
+                is_dir = False
+            if is_dir:
+                if patterns:  # walked all the same: its files count as excluded
+                    patterns.enter_folder(entry.path, entry.name)
+                (links if entry.is_symlink() else folders).append(entry.path)
                 continue
             if not _keep(entry.name, suffixes):
                 continue
             try:
                 st = entry.stat()
-            except OSError:  # a broken link: its conversion reports the error
+            except OSError:  # a broken link or a loop: its conversion reports the error
                 yield Source(entry.path, 0)
                 continue
             if stat.S_ISREG(st.st_mode):
@@ -318,10 +355,10 @@ def _walk_local(root: str, suffixes, patterns, missing: list) -> Iterable[Source
                 missing.append(f"{entry.path} (not a regular file)")
 
 
-def _expand_list(list_path: str, suffixes, storage_options, missing, patterns) -> Iterable[Source]:
+def _expand_list(list_path: str, suffixes, storage_options, missing, rules) -> Iterable[Source]:
     try:
         fs, path = filesystem(list_path, storage_options)
-        with fs.open(path, "rt", encoding="utf-8") as f:
+        with fs.open(path, "rt", encoding="utf-8", errors="surrogateescape") as f:
             entries = [line.strip() for line in f.read().splitlines()]
     except FileNotFoundError:
         missing.append("@" + list_path)
@@ -332,4 +369,4 @@ def _expand_list(list_path: str, suffixes, storage_options, missing, patterns) -
             continue
         if not (is_url(entry) or os.path.isabs(entry)):
             entry = posixpath.join(base, entry) if is_url(list_path) else os.path.join(base, entry)
-        yield from _expand(entry, suffixes, storage_options, missing, patterns)
+        yield from _expand(entry, suffixes, storage_options, missing, rules)

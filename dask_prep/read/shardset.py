@@ -22,7 +22,7 @@ from dask import delayed
 from ..errors import ManifestError, PickleNotAllowedError
 from ..write.formats import ShardFile, format_class, get_format
 from ..write.manifest import Manifest
-from ..write.output import ERRORS, OutputDir
+from ..write.output import OutputDir
 
 __all__ = ["ShardSet", "open", "verify", "VerifyReport"]
 
@@ -78,10 +78,11 @@ class ShardSet:
             yield from self.read_shard(i)
 
     def errors(self) -> list[dict]:
-        """The failed sources and bad items listed in ``errors.jsonl``."""
-        if not self.out.exists(ERRORS):
+        """The failed sources and bad items listed in ``.errors.jsonl``."""
+        name = self.manifest.errors_file
+        if not self.out.exists(name):
             return []
-        return [json.loads(line) for line in self.out.read_bytes(ERRORS).decode().splitlines() if line]
+        return [json.loads(line) for line in self.out.read_bytes(name).decode().splitlines() if line]
 
     def to_bag(self) -> db.Bag:
         """A Dask bag with one partition per shard."""

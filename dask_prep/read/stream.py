@@ -259,7 +259,7 @@ class BatchStream:
     """Padded batches as the cluster makes them; iterate once, then it is closed.
 
     ``errors`` lists the sources that failed so far (dicts as in
-    ``errors.jsonl``); ``partitions`` and ``records`` count what arrived.
+    ``.errors.jsonl``); ``partitions`` and ``records`` count what arrived.
     """
 
     def __init__(self, bag: db.Bag, options: StreamOptions, session: ClusterOptions):

@@ -2,7 +2,7 @@
 
 Plan the merge of the leftovers into full shards, pick the final schema and
 the full shards that must be written again with it, then rename everything to
-its final name, write ``errors.jsonl`` and build the manifest's fields. The
+its final name, write ``.errors.jsonl`` and build the manifest's fields. The
 write job (:mod:`dask_prep.write.job`) runs the merges on the workers and
 writes the manifest last.
 
@@ -18,11 +18,18 @@ from collections import Counter
 
 from ..errors import SchemaMismatchError, TooManyErrorsError
 from .formats import ShardFormat
-from .output import ERRORS, OutputDir
+from .formats import dataset_file_names, shard_file_pattern
+from .output import (ERRORS, EXCLUDED, MANIFEST, OLD_ERRORS, OLD_MANIFEST, OLD_SOURCES, SOURCES, WORK,
+                     OutputDir)
 from .results import PartResult, ShardInfo
 
 __all__ = ["MergePlan", "plan_merges", "final_schema", "stale_shards", "rename_shards",
-           "write_errors", "too_many_errors"]
+           "write_errors", "too_many_errors", "claim", "claimed", "OWNED"]
+
+#: The names in the folder's root that a run wrote (or took over from the dataset
+#: it replaces) and that no manifest lists yet, recorded before they are written:
+#: what a later run may reuse, replace or remove, and nothing else.
+OWNED = f"{WORK}/owned.json"
 
 
 class MergePlan:
@@ -74,31 +81,55 @@ def stale_shards(fmt: ShardFormat, results: list[PartResult], schema) -> list[in
     return [i for i, s in enumerate(owners) if s != schema]
 
 
+def _own_root_name(name) -> bool:
+    fixed = {MANIFEST, ERRORS, SOURCES, EXCLUDED, OLD_MANIFEST, OLD_ERRORS, OLD_SOURCES, *dataset_file_names()}
+    return isinstance(name, str) and (name in fixed or bool(shard_file_pattern().match(name)))
+
+
+def claimed(out: OutputDir) -> list[str]:
+    """The root names an unfinished run recorded as its own (see :data:`OWNED`);
+    anything that is not a name dask-prep writes is ignored."""
+    try:
+        names = json.loads(out.read_bytes(OWNED))
+    except (FileNotFoundError, ValueError, UnicodeDecodeError):
+        return []
+    return [n for n in names if _own_root_name(n)] if isinstance(names, list) else []
+
+
+def claim(out: OutputDir, names) -> None:
+    """Record ``names`` as this run's own before writing (or taking over) them."""
+    have = claimed(out)
+    new = have + [n for n in dict.fromkeys(names) if n not in have]
+    if new != have:
+        out.write_json(OWNED, new)
+
+
 def rename_shards(out: OutputDir, shards: list[ShardInfo], suffix: str) -> list[dict]:
     """Give every shard its final name, in order; the manifest's shard entries.
 
     A shard whose file is gone was renamed by an earlier, interrupted commit.
+    The final names are claimed (:data:`OWNED`) before the first rename.
     """
-    entries = []
-    for k, info in enumerate(shards):
-        name = f"shard-{k:05d}{suffix}"
-        entry = info.entry(name)
-        for src, dst in zip(info.files(), [entry["file"], *(c["file"] for c in entry.get("companions", ()))]):
-            if out.exists(src):
-                out.replace(src, dst)
-        entries.append(entry)
+    entries = [info.entry(f"shard-{k:05d}{suffix}") for k, info in enumerate(shards)]
+    moves = [(src, dst) for info, entry in zip(shards, entries)
+             for src, dst in zip(info.files(), [entry["file"], *(c["file"] for c in entry.get("companions", ()))])]
+    claim(out, [dst for _, dst in moves])
+    for src, dst in moves:
+        if out.exists(src):
+            out.replace(src, dst)
     return entries
 
 
 def write_errors(out: OutputDir, results: list[PartResult]) -> dict[str, int]:
-    """Write ``errors.jsonl``; return how many errors of each type it lists."""
+    """Write ``.errors.jsonl``; return how many errors of each type it lists."""
     errors = sorted((e for r in results for e in r.errors), key=lambda e: (e.path, e.line or 0))
     out.write_atomic(ERRORS, "".join(json.dumps(e.to_dict()) + "\n" for e in errors).encode())
     return dict(sorted(Counter(e.error for e in errors).items(), key=lambda kv: (-kv[1], kv[0])))
 
 
 def too_many_errors(out: OutputDir, results: list[PartResult], limit: int) -> TooManyErrorsError:
-    """The error to stop with (after writing ``errors.jsonl``) when more than ``limit`` sources failed."""
+    """The error to stop with (after writing ``.errors.jsonl``) when more than ``limit`` sources failed."""
+    claim(out, [ERRORS])
     write_errors(out, results)
     failed = [e for r in results for e in r.errors if e.line is None]
     first = failed[0]

@@ -21,16 +21,17 @@ import dask.bag as db
 
 from ..ingest.sources import Sources
 from .._version import __version__
-from ..errors import ConversionError, EmptyDatasetError, OutputExistsError, SchemaMismatchError
+from ..errors import (ConversionError, EmptyDatasetError, ManifestError, OutputExistsError,
+                      SchemaMismatchError)
 from ..options import WriteOptions, split
 from ..runtime.execute import execute
 from ..runtime.graph import conversion_layers, fused_tasks, is_conversion
 from ..runtime.shipping import shippable
 from . import commit
-from .formats import format_class
+from .formats import format_class, shard_file_pattern
 from .lock import LOCK, RunLock
 from .manifest import VERSION, Manifest
-from .output import ERRORS, MANIFEST, WORK, OutputDir, check_writable
+from .output import ERRORS, EXCLUDED, MANIFEST, OLD_SOURCES, WORK, OutputDir, check_writable
 from .partition import write_partition
 from .results import PartResult, ShardInfo, load_marker
 from .sources_file import SOURCES, read_sources, source_changes, write_sources
@@ -65,7 +66,7 @@ def write_shards(bag: db.Bag, output, *, options: WriteOptions | None = None,
         ``format`` (``"parquet"``, ``"pickle"`` or a registered format),
         ``shard_size`` (10,000), ``schema`` (a :class:`pyarrow.Schema`; inferred
         and unified when omitted), ``on_error`` (``"skip"``: sources whose
-        records do not fit are left out and listed in ``errors.jsonl``;
+        records do not fit are left out and listed in ``.errors.jsonl``;
         ``"raise"``: the first one stops the run), ``overwrite`` (allow a
         folder holding other files, never deleting them, or replace an earlier
         dataset), ``max_errors`` (stop with
@@ -181,6 +182,17 @@ def _raise_fatal(res: PartResult) -> None:
         raise {"ConversionError": ConversionError}.get(kind, SchemaMismatchError)(message)
 
 
+def _dataset_files(m: Manifest) -> list[str]:
+    """Every file of the complete dataset ``m``: its manifest first, then its
+    shards, its format's dataset files, its error list and its list of sources."""
+    names = [m.name, *m.files, *format_class(m.format).dataset_files, m.errors_file]
+    if m.get("sources", {}).get("file") in (SOURCES, OLD_SOURCES):
+        names.append(m["sources"]["file"])
+    if m.get("sources", {}).get("excluded_file") == EXCLUDED:
+        names.append(EXCLUDED)
+    return names
+
+
 class WriteJob:
     """Write one bag to one folder: prepare, resume, run, redo, commit."""
 
@@ -204,8 +216,9 @@ class WriteJob:
 
     def run(self) -> Manifest:
         check_writable(self.out, self.opts.overwrite)
-        with RunLock(self.out):
+        with RunLock(self.out) as self.lock:
             existing = self._prepare()
+            self.already_complete = existing is not None
             if existing is not None:
                 logger.info("%s is already complete; nothing to do", self.out.url)
                 return existing
@@ -218,25 +231,26 @@ class WriteJob:
     # -- prepare and resume -----------------------------------------------------
 
     def _prepare(self) -> Manifest | None:
-        """Make the folder ready; return the existing manifest when this exact job is complete."""
+        """Make the folder ready; return the existing manifest when this exact job is complete.
+
+        Only files dask-prep can show it wrote are ever replaced or deleted: the
+        files a valid manifest lists, and those an unfinished run recorded in
+        :data:`~dask_prep.write.commit.OWNED` before writing them. Any other file
+        bearing one of dask-prep's names stops the run, untouched.
+        """
         out, overwrite = self.out, self.opts.overwrite
-        if out.exists(MANIFEST):
-            try:
-                old = Manifest.read(out)
-            except Exception:
-                old = None
-            if old is not None and old.fingerprint == self.fingerprint and not overwrite:
-                return old
-            if not overwrite:
-                raise OutputExistsError(self._why_not(old))
-            out.remove(MANIFEST)
-            for name in old.files if old is not None else ():
+        old = self._old_manifest()
+        if (old is not None and old.fingerprint == self.fingerprint and old["version"] == VERSION
+                and not overwrite):
+            return old
+        if old is not None and not overwrite:
+            raise OutputExistsError(self._why_not(old))
+        owned = set(commit.claimed(out)) | (set(_dataset_files(old)) if old is not None else set())
+        self._refuse_foreign(owned)
+        if old is not None:  # --overwrite: the manifest goes first, so no one sees half a dataset
+            commit.claim(out, _dataset_files(old))
+            for name in _dataset_files(old):
                 out.remove(name)
-            for name in format_class(old.format).dataset_files if old is not None else ():
-                out.remove(name)  # the old format's own dataset files (MDS index.json)
-            out.remove(ERRORS)
-            if old is not None and old.get("sources", {}).get("file") == SOURCES:
-                out.remove(SOURCES)
         if out.exists(RUN_STATE):
             try:
                 previous = json.loads(out.read_bytes(RUN_STATE)).get("command")
@@ -247,16 +261,44 @@ class WriteJob:
                     raise OutputExistsError(
                         f"{out.url} holds an unfinished run with other inputs or options; "
                         "run that command again to resume it, or pass --overwrite to start afresh")
+                for name in commit.claimed(out):  # what its commit had renamed or written
+                    out.remove(name)
                 for name in out.listdir(WORK):
                     if f"{WORK}/{name}" != LOCK:
                         out.remove(f"{WORK}/{name}")
         out.write_json(RUN_STATE, {"command": self.command, "fingerprint": self.fingerprint})
         return None
 
-    def _why_not(self, old: Manifest | None) -> str:
+    def _old_manifest(self) -> Manifest | None:
+        """The folder's valid manifest, ``None`` if it has none; a manifest that is not
+        valid stops the run (nothing it names can be trusted to be dask-prep's)."""
+        if Manifest.name_in(self.out) is None:
+            return None
+        try:
+            return Manifest.read(self.out)
+        except ManifestError as exc:
+            raise OutputExistsError(
+                f"{exc}; dask-prep replaces or deletes only what a valid manifest lists: "
+                "repair it, or remove the dataset yourself") from None
+
+    def _refuse_foreign(self, owned: set) -> None:
+        """Stop at a file bearing one of dask-prep's names that it did not write."""
+        fixed = {MANIFEST, ERRORS, SOURCES, EXCLUDED, *format_class(self.opts.format).dataset_files}
+        shard = shard_file_pattern()
+        for name in self.out.listdir():
+            if (name in fixed or shard.match(name)) and name not in owned:
+                raise OutputExistsError(
+                    f"{self.out.path(name)} was not written by dask-prep (no manifest or unfinished "
+                    f"run in {self.out.url} lists it); move it away: dask-prep never overwrites or "
+                    "deletes a file it did not write")
+
+    def _why_not(self, old: Manifest) -> str:
         """The one line that refuses to replace a complete dataset."""
         url = self.out.url
-        if old is None or old.get("command") != self.command:
+        if old["version"] < VERSION:
+            return (f"{url} holds a dask-prep dataset of layout version {old['version']} "
+                    f"({old.name}); pass --overwrite to write it again as version {VERSION}")
+        if old.get("command") != self.command:
             return (f"{url} already holds a dask-prep dataset made from other inputs or options; "
                     "choose another directory or pass --overwrite to replace it")
         what = "its sources changed since"
@@ -368,11 +410,19 @@ class WriteJob:
         for i, info in zip(stale, new):
             full[i] = info
         merged.update(zip(todo, new[len(stale):]))
+        commit.claim(self.out, [ERRORS, *fmt.dataset_files,
+                                *([SOURCES, EXCLUDED] if self.source_files is not None else [])])
         entries = commit.rename_shards(self.out, full + [merged[k] for k in range(len(groups))], fmt.suffix)
         error_types = commit.write_errors(self.out, results)
         format_info = fmt.finalize(self.out, entries)
         if self.source_files is not None:
             self.metadata.setdefault("sources", {}).update(write_sources(self.out, self.source_files))
+        keep = {f for s in entries for f in (s["file"], *(c["file"] for c in s.get("companions", ())))}
+        keep |= {ERRORS, *fmt.dataset_files, *([SOURCES] if self.source_files is not None else []),
+                 *([EXCLUDED] if getattr(self.source_files, "excluded_files", ()) else [])}
+        for name in commit.claimed(self.out):  # an earlier dataset's or interrupted run's leftovers
+            if name not in keep:
+                self.out.remove(name)
         t_end = time.perf_counter()
         manifest = Manifest({
             "version": VERSION, "format": self.opts.format, "shard_size": self.opts.shard_size,
@@ -387,6 +437,7 @@ class WriteJob:
                     "commit_seconds": round(t_end - t_commit, 3),
                     "resumed_partitions": self.resumed},
         }, self.out.path(MANIFEST))
+        self.lock.check()  # still this run's folder: no run took the lock over
         manifest.write(self.out)
-        self.out.remove(WORK)
+        self.out.remove_work(keep=LOCK)  # the lock goes last, when the run lets it go
         return manifest

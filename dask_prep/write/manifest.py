@@ -6,7 +6,7 @@ manifest's JSON, validated when it is made, so a malformed manifest is one
 clear :class:`~dask_prep.errors.ManifestError`, never a traceback later, and
 no name in it can point outside the dataset's folder.
 
->>> m = Manifest({"version": 1, "format": "parquet", "shard_size": 2, "total_records": 1,
+>>> m = Manifest({"version": 2, "format": "parquet", "shard_size": 2, "total_records": 1,
 ...               "shards": [{"file": "shard-00000.parquet", "records": 1, "bytes": 10,
 ...                           "sha256": "0" * 64}]})
 >>> m.total_records, m.files
@@ -24,13 +24,16 @@ from collections.abc import Iterator, Mapping
 
 from ..errors import ManifestError
 from .formats import format_class
-from .output import MANIFEST, WORK, OutputDir
+from .output import ERRORS, MANIFEST, OLD_ERRORS, OLD_MANIFEST, WORK, OutputDir
 
 __all__ = ["Manifest", "VERSION"]
 
-#: The layout version this dask-prep writes, and the ones it reads.
-VERSION = 1
-READS = (1,)
+#: The layout version this dask-prep writes, and the ones it reads. Version 2
+#: names every file that is not a shard with a leading ``.`` (``.manifest.json``,
+#: ``.errors.jsonl``, ``.sources.jsonl``) so that Parquet readers skip them;
+#: version 1 used ``manifest.json``, ``errors.jsonl`` and ``_sources.jsonl``.
+VERSION = 2
+READS = (1, 2)
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _REQUIRED = ("version", "format", "shard_size", "total_records", "shards")
 
@@ -38,8 +41,9 @@ _REQUIRED = ("version", "format", "shard_size", "total_records", "shards")
 class Manifest(Mapping):
     """A complete dataset's manifest (a read-only mapping of its JSON fields)."""
 
-    def __init__(self, data: dict, where: str = "manifest"):
+    def __init__(self, data: dict, where: str = "manifest", name: str = MANIFEST):
         self._data = data
+        self.name = name  # the file it was read from (version 1: manifest.json)
         self._check(where)
 
     # -- the mapping ----------------------------------------------------------------
@@ -69,31 +73,46 @@ class Manifest(Mapping):
     fingerprint = property(lambda self: self._data.get("fingerprint"))
 
     @property
+    def errors_file(self) -> str:
+        """The name of the dataset's error list (version 1: ``errors.jsonl``)."""
+        return OLD_ERRORS if self._data["version"] == 1 else ERRORS
+
+    @property
     def files(self) -> list[str]:
         """Every file the shards are made of, main files and companions, in order."""
         return [f for s in self.shards for f in (s["file"], *(c["file"] for c in s.get("companions", ())))]
 
     # -- reading and writing -------------------------------------------------------
 
+    @staticmethod
+    def name_in(out: OutputDir) -> str | None:
+        """The manifest's name in ``out`` (``.manifest.json``, or ``manifest.json``
+        in a version 1 folder), or ``None`` if there is none."""
+        for name in (MANIFEST, OLD_MANIFEST):
+            if out.exists(name):
+                return name
+        return None
+
     @classmethod
     def read(cls, out: OutputDir) -> Manifest:
         """The manifest of the complete dataset in ``out``, or a one-line
         :class:`ManifestError` saying why there is none."""
-        if not out.isfile(MANIFEST):
-            if out.exists(MANIFEST):
-                raise ManifestError(f"{out.path(MANIFEST)} is not a file")
+        name = cls.name_in(out)
+        if name is None:
             if out.exists(WORK):
                 raise ManifestError(f"{out.url} holds an unfinished run (no {MANIFEST} yet); "
                                     "run the same command again to resume it")
             raise ManifestError(f"{out.url} is not a dask-prep dataset: no {MANIFEST}")
+        if not out.isfile(name):
+            raise ManifestError(f"{out.path(name)} is not a file")
         try:
-            data = json.loads(out.read_bytes(MANIFEST))
+            data = json.loads(out.read_bytes(name))
         except (ValueError, UnicodeDecodeError) as exc:
-            raise ManifestError(f"{out.path(MANIFEST)} is corrupt: {exc}") from None
-        return cls(data, out.path(MANIFEST))
+            raise ManifestError(f"{out.path(name)} is corrupt: {exc}") from None
+        return cls(data, out.path(name), name)
 
     def write(self, out: OutputDir) -> None:
-        out.write_json(MANIFEST, self._data)
+        out.write_json(self.name, self._data)
 
     # -- validation -----------------------------------------------------------------
 

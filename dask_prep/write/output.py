@@ -1,15 +1,23 @@
 """The output directory: atomic writes, the manifest, and what dask-prep owns.
 
-Layout (version 1)::
+Layout (version 2)::
 
     OUT/shard-00000.parquet ...   exact shards (or .pkl)
-    OUT/errors.jsonl              one JSON object per failed source or bad item
-    OUT/manifest.json             written last: the only proof the dataset is complete
+    OUT/.errors.jsonl             one JSON object per failed source or bad item
+    OUT/.sources.jsonl            the sources the dataset was made from
+    OUT/.manifest.json            written last: the only proof the dataset is complete
     OUT/.dask-prep/               work area of a run in progress (removed on success)
+
+Every file that is not a shard begins with ``.``, which Parquet readers skip as
+not data (pyarrow, pandas, dask and duckdb skip ``_`` too; Hugging Face
+``datasets`` only ``.``), so the folder opens as a dataset with no glob; polars
+needs ``hidden_file_prefix="."`` (it refuses a folder holding any file that is
+not Parquet). Version 1 folders (``manifest.json``, ``errors.jsonl``,
+``_sources.jsonl``) are still read.
 
 Every file is written under a temporary name in its final folder and renamed,
 so a reader never sees half a file. On object stores, where a single PUT is
-already atomic, files are written in place; ``manifest.json`` is still last.
+already atomic, files are written in place; ``.manifest.json`` is still last.
 """
 from __future__ import annotations
 
@@ -24,11 +32,15 @@ from fsspec.implementations.local import LocalFileSystem
 from ..errors import OutputExistsError
 from ..paths import filesystem
 
-__all__ = ["OutputDir", "MANIFEST", "ERRORS", "SOURCES", "WORK", "check_writable"]
+__all__ = ["OutputDir", "MANIFEST", "ERRORS", "SOURCES", "WORK", "OLD_MANIFEST", "OLD_ERRORS",
+           "OLD_SOURCES", "EXCLUDED", "check_writable"]
 
-MANIFEST = "manifest.json"
-ERRORS = "errors.jsonl"
-SOURCES = "_sources.jsonl"  # the sources a dataset was made from (sources_file.py)
+MANIFEST = ".manifest.json"
+ERRORS = ".errors.jsonl"
+SOURCES = ".sources.jsonl"  # the sources a dataset was made from (sources_file.py)
+EXCLUDED = ".excluded.jsonl"  # the files its exclude list left out, and by which entry
+# layout version 1
+OLD_MANIFEST, OLD_ERRORS, OLD_SOURCES = "manifest.json", "errors.jsonl", "_sources.jsonl"
 WORK = ".dask-prep"
 _TMP = ".tmp-"
 
@@ -127,9 +139,32 @@ class OutputDir:
             self.fs.mv(self.path(src), self.path(dst))
 
     def remove(self, name: str) -> None:
+        """Delete the file ``name`` if it exists: one file of dask-prep's own, by a
+        name it made (never a folder, never a path leaving the output)."""
+        _check_own_name(name)
         path = self.path(name)
-        if self.fs.exists(path):
-            self.fs.rm(path, recursive=self.fs.isdir(path))
+        if not self.fresh().fs.exists(path):
+            return
+        if self.fs.isdir(path):
+            raise OutputExistsError(f"{path} is a directory; dask-prep deletes only files it wrote "
+                                    "and never a folder: move it away and run again")
+        if self.local:
+            os.remove(path)
+        else:
+            self.fs.rm_file(path)
+
+    def remove_work(self, keep: str | None = None) -> None:
+        """Delete what the work folder ``.dask-prep/`` holds but ``keep`` (the
+        lock, while it is held), then the folder itself if that leaves it empty."""
+        path = self.path(WORK)
+        for name in self.listdir(WORK):
+            if f"{WORK}/{name}" != keep:
+                self.fs.rm(f"{path}/{name}", recursive=True)
+        if keep is None or not self.exists(keep):
+            try:
+                self.fs.rmdir(path)
+            except (OSError, NotImplementedError):
+                pass  # another run's lock appeared in it; object stores have no folders
 
     def listdir(self, name: str = "") -> list[str]:
         """Names directly inside folder ``name`` (empty if it does not exist)."""
@@ -143,11 +178,23 @@ class OutputDir:
     def foreign_files(self) -> list[str]:
         """Entries that dask-prep would not have written."""
         from .formats import dataset_file_names, shard_file_pattern
-        ours, shard = {MANIFEST, ERRORS, SOURCES, WORK, *dataset_file_names()}, shard_file_pattern()
-        return [n for n in self.listdir() if n not in ours and not shard.match(n) and _TMP not in n]
+        names = self.listdir()
+        ours = {MANIFEST, ERRORS, SOURCES, EXCLUDED, WORK, *dataset_file_names()}
+        if OLD_MANIFEST in names:  # a version 1 dataset; else these are the user's own
+            ours |= {OLD_MANIFEST, OLD_ERRORS, OLD_SOURCES}
+        shard = shard_file_pattern()
+        return [n for n in names if n not in ours and not shard.match(n) and _TMP not in n]
 
     def write_json(self, name: str, obj) -> None:
         self.write_atomic(name, (json.dumps(obj, indent=1, sort_keys=False) + "\n").encode())
+
+
+def _check_own_name(name: str) -> None:
+    """A name dask-prep made: in the folder or its work folder, never leaving them."""
+    parts = name.split("/")
+    if (not name or "\\" in name or len(parts) > 2 or (len(parts) == 2 and parts[0] != WORK)
+            or any(p in ("", ".", "..") for p in parts)):
+        raise ValueError(f"refusing to delete {name!r}: not a name dask-prep writes")
 
 
 def check_writable(out: OutputDir, overwrite: bool) -> None:

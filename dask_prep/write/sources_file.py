@@ -1,8 +1,9 @@
 """The sources a dataset was made from, kept beside it to tell when they change.
 
-``_sources.jsonl`` holds one ``[path, size, modified]`` line per source (the
-``_`` keeps it out of the data for Parquet readers); the manifest records its
-sha256. A later run of the same command compares today's sources with it, and
+``.sources.jsonl`` holds one ``[path, size, modified]`` line per source (the
+``.`` keeps it out of the data for Parquet readers; version 1 folders named it
+``_sources.jsonl``); the manifest records its
+sha256. ``.excluded.jsonl`` beside it lists the files the exclude list left out. A later run of the same command compares today's sources with it, and
 ``dask-prep verify --sources`` lists what changed, was added or disappeared.
 
 >>> from dask_prep.ingest.sources import Source
@@ -17,27 +18,36 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from .output import SOURCES, OutputDir
+from .output import EXCLUDED, OLD_SOURCES, SOURCES, OutputDir
 
 __all__ = ["SOURCES", "SourceChanges", "write_sources", "read_sources", "source_changes",
            "check_sources"]
 
 
 def write_sources(out: OutputDir, sources: Iterable) -> dict:
-    """Write the list; the manifest's record of it."""
+    """Write the list, and when the exclude list left files out, the list of
+    those (``.excluded.jsonl``: one ``{"path", "entry"}`` line per file, the
+    entry as written); the manifest's record of them."""
     data = "".join(json.dumps([s.path, s.size, s.modified]) + "\n" for s in sources).encode()
     out.write_atomic(SOURCES, data)
-    return {"file": SOURCES, "sha256": hashlib.sha256(data).hexdigest()}
+    record = {"file": SOURCES, "sha256": hashlib.sha256(data).hexdigest()}
+    excluded = getattr(sources, "excluded_files", ())
+    if excluded:
+        out.write_atomic(EXCLUDED, "".join(json.dumps({"path": path, "entry": entry}) + "\n"
+                                           for path, entry in excluded).encode())
+        record["excluded_file"] = EXCLUDED
+    return record
 
 
 def read_sources(out: OutputDir, manifest) -> list[tuple] | None:
     """The sources the manifest's dataset was made from, or ``None`` if it kept
     no list (an older dataset, a bag not made by ``run``) or the list was altered."""
     record = manifest.get("sources") or {}
-    if record.get("file") != SOURCES:
+    name = record.get("file")
+    if name not in (SOURCES, OLD_SOURCES):
         return None
     try:
-        data = out.read_bytes(SOURCES)
+        data = out.read_bytes(name)
     except FileNotFoundError:
         return None
     if hashlib.sha256(data).hexdigest() != record.get("sha256"):
@@ -92,5 +102,5 @@ def check_sources(output, storage_options: dict | None = None) -> SourceChanges:
                             "or from a bag of your own): nothing to compare")
     options = manifest.get("options", {})
     now = discover(inputs, suffixes=options.get("suffixes") or None, exclude=options.get("exclude"),
-                   storage_options=storage_options)
+                   storage_options=storage_options, outside=out.url_of(""))
     return source_changes(old, now)
