@@ -57,9 +57,9 @@ def toy_formats(monkeypatch):
     dp.register_format(JsonLinesIndexed)
 
 
-FORMATS = ["parquet", "pickle", "toy-jsonl", "toy-indexed", "tokens", "megatron"]
+FORMATS = ["parquet", "pickle", "toy-jsonl", "toy-indexed", "tokens", "megatron", "mds"]
 #: Formats that hold token ids only: their records are ``{"input_ids": [...]}``.
-TOKEN_FORMATS = {"tokens", "megatron"}
+TOKEN_FORMATS = {"tokens", "megatron", "mds"}
 RECORDS = [{"text": f"doc {i}", "token_ids": list(range(1, i % 7 + 2))} for i in range(53)]
 TOKEN_RECORDS = [{"input_ids": [i, *range(1, i % 7 + 2)]} for i in range(53)]
 

@@ -6,6 +6,7 @@ and ``pad`` for packed sequences) or bare lists, made here by hand.
 """
 from __future__ import annotations
 
+import glob
 import json
 from collections import Counter
 
@@ -152,3 +153,114 @@ def test_megatron_packed_sequences_have_the_sequence_length(tmp_path):
     m = write(tmp_path, packed, shard_size=16, format="megatron", format_options={"vocab_size": 100})
     assert m["format_info"]["seq_len"] == 32 and [s["records"] for s in m["shards"]] == [16, 16, 8]
     assert sorted(megatron_sequences(tmp_path / NAME, m)) == sorted(tuple(p["input_ids"]) for p in packed)
+
+
+# -- mds: read back by MosaicML streaming's own StreamingDataset ----------------------
+#
+# mosaicml-streaming 0.13 pins numpy<2.2, huggingface-hub<1 (through transformers<5) and
+# a torchvision that wants PyPI's torch, while this environment has numpy 2.4, the
+# huggingface-hub>=1.31 that `datasets` needs and a CPU torch: installing it here would
+# downgrade them. So the reader runs in a virtual environment of its own, made once with
+# `python -m venv` + `pip install mosaicml-streaming==STREAMING` (from PyPI; about 2 minutes
+# and 6 GB, for PyPI's torch) and kept under the temporary folder, keyed by the version.
+
+STREAMING = "0.13.0"
+
+READ_MDS = r"""
+import json, sys
+from streaming import StreamingDataset
+ds = StreamingDataset(local=sys.argv[1], shuffle=False, batch_size=1)
+plain = lambda v: v.tolist() if hasattr(v, "tolist") else v
+by_index = [{k: plain(v) for k, v in ds[i].items()} for i in range(len(ds))]
+iterated = [{k: plain(v) for k, v in s.items()} for s in ds]
+print(json.dumps({"len": len(ds), "by_index": by_index, "iterated": iterated}))
+"""
+
+
+@pytest.fixture(scope="session")
+def streaming_python():
+    import os
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
+    home = Path(tempfile.gettempdir()) / f"dask-prep-mds-reader-{STREAMING}"
+    python = home / "bin" / "python"
+    if not (home / ".complete").exists():
+        subprocess.run([sys.executable, "-m", "venv", "--clear", str(home)], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "--quiet", f"mosaicml-streaming=={STREAMING}"],
+                       check=True, env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
+        (home / ".complete").touch()
+    return python
+
+
+def streaming_read(python, out) -> dict:
+    import os
+    import subprocess
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    done = subprocess.run([str(python), "-c", READ_MDS, str(out)], capture_output=True, text=True,
+                          env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.slow
+def test_mds_streaming_dataset_reads_every_token_back(tmp_path, streaming_python):
+    docs = DOCS + [{"input_ids": list(range(300))}, {"input_ids": [65535, 0]}]  # shapes past 255
+    m = write(tmp_path / "docs", docs, format="mds", format_options={"vocab_size": 65536})
+    packed = [{"input_ids": [(i + j) % 500 for j in range(24)], "doc_starts": [0, i % 24] if i % 24 else [0],
+               "pad": i % 4} for i in range(40)]
+    p = write(tmp_path / "packed", packed, shard_size=16, format="mds")  # no vocabulary: uint32
+    assert m["format_info"]["dtype"] == "uint16" and p["format_info"]["dtype"] == "uint32"
+    got = streaming_read(streaming_python, tmp_path / "docs" / NAME)
+    assert got["len"] == len(docs) and got["by_index"] == got["iterated"]
+    assert Counter(tuple(r["input_ids"]) for r in got["by_index"]) == Counter(tuple(d["input_ids"]) for d in docs)
+    assert [r["input_ids"] for r in got["by_index"]] == [r["input_ids"] for r in dp.open(tmp_path / "docs" / NAME)]
+    got = streaming_read(streaming_python, tmp_path / "packed" / NAME)
+    key = lambda r: (tuple(r["input_ids"]), tuple(r["doc_starts"]), r["pad"])  # noqa: E731
+    assert sorted(map(key, got["by_index"])) == sorted(map(key, packed))
+    for out in (tmp_path / "docs" / NAME, tmp_path / "packed" / NAME):
+        assert dp.verify(out).ok  # the reader left nothing behind that verify minds
+
+
+# -- parquet, the default: list<int32> token ids load with Hugging Face datasets --------
+
+
+def test_parquet_list_int32_loads_with_hugging_face_datasets(tmp_path):
+    import datasets
+    import pyarrow as pa
+    packed = [{"input_ids": [(i * 7 + j) % 50_000 for j in range(12)], "doc_starts": [0, i % 12], "pad": 0}
+              for i in range(53)]
+    schema = pa.schema([("input_ids", pa.list_(pa.int32())), ("doc_starts", pa.list_(pa.int32())),
+                        ("pad", pa.int32())])
+    # datasets takes data_files as glob patterns ("[1]" is escaped) through fsspec, which
+    # reads "::" in a local path as a chain of file systems: this folder has no "::"
+    out = tmp_path / "out [1] #hf ü -x"
+    m = dp.write_shards(db.from_sequence(packed, npartitions=4), out, shard_size=17, schema=schema)
+    files = [glob.escape(str(out / s["file"])) for s in m["shards"]]
+    ds = datasets.load_dataset("parquet", data_files=files, split="train", cache_dir=str(tmp_path / "hf"))
+    assert ds.features["input_ids"].feature.dtype == "int32"
+    assert len(ds) == 53 and ds.num_rows == m["total_records"]
+    assert list(ds) == [dict(r) for r in dp.open(out)]  # shard order, record order
+    key = lambda r: (tuple(r["input_ids"]), tuple(r["doc_starts"]), r["pad"])  # noqa: E731
+    assert sorted(map(key, ds)) == sorted(map(key, packed))
+    dense = ds.with_format("numpy")[:8]["input_ids"]
+    assert dense.shape == (8, 12)  # dense [B, L] (datasets widens to int64 for numpy itself)
+
+
+def test_mds_index_is_written_at_commit_and_removed_with_its_dataset(tmp_path):
+    m = write(tmp_path, DOCS, format="mds")
+    index = json.loads((tmp_path / NAME / "index.json").read_text())
+    assert [s["raw_data"]["basename"] for s in index["shards"]] == [s["file"] for s in m["shards"]]
+    assert [s["samples"] for s in index["shards"]] == [s["records"] for s in m["shards"]]
+    write(tmp_path, DOCS, format="tokens", overwrite=True)
+    assert not (tmp_path / NAME / "index.json").exists() and dp.verify(tmp_path / NAME).ok
+
+
+def test_an_empty_sequence_is_a_record_mds_cannot_hold(tmp_path):
+    write_file(tmp_path / "in" / "empty doc.jsonl", json.dumps({"input_ids": []}) + "\n")
+    write_file(tmp_path / "in" / "good.jsonl", json.dumps({"input_ids": [1, 2]}) + "\n")
+    m = dp.write_shards(dp.to_bag(tmp_path / "in", "jsonl"), tmp_path / NAME, format="mds")
+    (err,) = dp.open(tmp_path / NAME).errors()
+    assert err["path"].endswith("empty doc.jsonl") and "MDS cannot hold an empty array" in err["message"]
+    assert m["total_records"] == 1

@@ -5,7 +5,7 @@ first use, as fsspec's registry does; :func:`register_format` adds a class of
 your own and refuses a name that is taken unless ``overwrite=True``.
 
 >>> from dask_prep.write.formats import format_names, get_format
->>> format_names()[1:3], get_format("pickle").suffix
+>>> format_names()[2:4], get_format("pickle").suffix
 (['parquet', 'pickle'], '.pkl')
 """
 from __future__ import annotations
@@ -20,6 +20,7 @@ __all__ = ["ShardFormat", "ShardFile", "register_format", "get_format", "format_
 
 #: Built-in formats: name -> "module:Class", imported when first asked for.
 _BUILTIN = {
+    "mds": "dask_prep.write.formats.mds:MDSFormat",
     "megatron": "dask_prep.write.formats.megatron:MegatronFormat",
     "parquet": "dask_prep.write.formats.parquet:ParquetFormat",
     "pickle": "dask_prep.write.formats.pickle:PickleFormat",
