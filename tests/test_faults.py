@@ -508,8 +508,8 @@ def test_unfinished_run_refuses_other_options_until_overwrite(job, tmp_path):
     for label, kw in [("shard size", dict(shard_size=SHARD_SIZE + 1)),
                       ("format", dict(extra=("--format", "pickle")))]:
         refused = job.start(out, workers=1, log=tmp_path / f"refused-{label[0]}.log", **kw)
-        assert refused.wait(60) == 1, (label, refused.stderr())
-        report(f"refused ({label} changed): exit 1 after {refused.seconds:.2f} s")
+        assert refused.wait(60) == 2, (label, refused.stderr())
+        report(f"refused ({label} changed): exit 2 after {refused.seconds:.2f} s")
         lines = refused.stderr().splitlines()
         assert len(lines) == 1, (label, lines)
         assert "unfinished run" in lines[0] and "--overwrite" in lines[0], (label, lines)
