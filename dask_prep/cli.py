@@ -475,7 +475,10 @@ def report_cmd(output, path, allow_pickle, sample, shards):
 
 def demo_inputs() -> tuple[str, list[str]]:
     """The Python standard library's own sources: a real corpus on every machine."""
-    return sysconfig.get_paths()["stdlib"], ["*/site-packages/*", "*/dist-packages/*"]
+    root = sysconfig.get_paths()["stdlib"]
+    # installed packages are not the standard library (only the folders there are named,
+    # so the exclude list warns about nothing)
+    return root, [name for name in ("site-packages", "dist-packages") if os.path.isdir(os.path.join(root, name))]
 
 
 @main.command()

@@ -134,5 +134,8 @@ def test_cli_demo_on_the_standard_library(tmp_path):
     m = json.loads((tmp_path / "demo" / ".manifest.json").read_text())
     assert m["converter"] == "sentences" and m["total_records"] > 50_000
     assert m["sources"]["count"] > 500
+    assert "warning" not in r.stderr, r.stderr  # the demo's own exclude list matches
+    listed = (tmp_path / "demo" / ".sources.jsonl").read_text()
+    assert "site-packages" not in listed and "dist-packages" not in listed  # only the standard library
     assert all(s["records"] == 10_000 for s in m["shards"][:-1])
     assert cli("verify", tmp_path / "demo").returncode == 0
