@@ -85,6 +85,7 @@ def run_cli(*args):
 
 
 @pytest.mark.timeout(300)
+@pytest.mark.slow  # a real CLI run or several: seconds
 def test_every_bad_item_reported_and_every_good_record_kept(corpus, tmp_path):
     src, conv, good, bad = corpus
     out = tmp_path / "out"
@@ -114,6 +115,7 @@ def test_every_bad_item_reported_and_every_good_record_kept(corpus, tmp_path):
     assert m["total_records"] == sum(map(len, good.values())) and m["errors"] == len(errors)
 
 
+@pytest.mark.slow  # a real CLI run or several: seconds
 def test_on_error_raise_stops_with_one_line_and_no_manifest(corpus, tmp_path):
     src, conv, _, _ = corpus
     r = run_cli("run", src, "-o", tmp_path / "out", "--converter", f"{conv}:convert",

@@ -84,6 +84,7 @@ def test_bad_usage_is_one_line_and_exit_2(tmp_path, corpus, case):
     assert "dashboard" not in r.stderr  # refused before a cluster started
 
 
+@pytest.mark.slow  # a real CLI run or several: seconds
 def test_click_usage_errors_are_one_line(tmp_path, corpus):
     r = dask_prep(tmp_path, "run", corpus, "-o", tmp_path / "o", "--shard-size", "0")
     assert r.returncode == 2 and "--shard-size" in one_line(r)

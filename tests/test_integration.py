@@ -48,6 +48,7 @@ def test_run_on_cluster_matches_serial_loop(client, corpus, tmp_path):
     assert "records" in res.summary() and "<table>" in res._repr_html_()
 
 
+@pytest.mark.slow  # a real CLI run or several: seconds
 def test_byte_identical_with_one_worker_or_two(corpus, tmp_path):
     root, _ = corpus
     opts = dict(converter="sentences", shard_size=333, partition_size=48 * 1024)
@@ -95,6 +96,7 @@ def cli(*args, cwd=None):
                           cwd=cwd, timeout=240)
 
 
+@pytest.mark.slow  # a real CLI run or several: seconds
 def test_cli_run_verify_info_and_exit_codes(corpus, tmp_path):
     root, _ = corpus
     out = tmp_path / "out"
@@ -113,6 +115,7 @@ def test_cli_run_verify_info_and_exit_codes(corpus, tmp_path):
     assert bad.returncode == 1 and "sha256" in bad.stderr + bad.stdout
 
 
+@pytest.mark.slow  # a real CLI run or several: seconds
 def test_cli_usage_errors_exit_2_and_failures_exit_1(corpus, tmp_path):
     root, _ = corpus
     r = cli("run", root, "-o", tmp_path / "o1", "--converter", "nope")
@@ -128,6 +131,7 @@ def test_cli_usage_errors_exit_2_and_failures_exit_1(corpus, tmp_path):
     assert "Traceback" not in r.stderr and not (tmp_path / "o3" / ".manifest.json").exists()
 
 
+@pytest.mark.slow  # a real CLI run or several: seconds
 def test_cli_demo_on_the_standard_library(tmp_path):
     r = cli("demo", tmp_path / "demo", "--workers", "2")
     assert r.returncode == 0, r.stderr

@@ -34,6 +34,7 @@ def test_live_lock_refuses_a_second_writer(tmp_path):
     assert m["total_records"] == 6 and not (tmp_path / ".dask-prep").exists()
 
 
+@pytest.mark.slow  # a real CLI run or several: seconds
 def test_second_real_run_is_refused_while_the_first_is_live(tmp_path):
     """The first run's converter waits until the second run was refused, so the
     test does not depend on how fast either starts."""

@@ -152,6 +152,7 @@ def cli(*args, cwd):
                           cwd=cwd, timeout=240)
 
 
+@pytest.mark.slow  # a real CLI run or several: seconds
 def test_cli_writes_the_page_beside_you_never_into_the_dataset(dataset, tmp_path):
     out, _ = dataset
     before = sorted(p.name for p in out.iterdir())

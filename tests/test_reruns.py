@@ -86,6 +86,7 @@ def test_a_resume_after_a_source_changed_redoes_only_its_partitions(tmp_path, cl
     assert 0 < resumed < result.manifest["partitions"], "unchanged partitions are kept, changed redone"
 
 
+@pytest.mark.slow  # a real CLI run or several: seconds
 def test_the_fingerprint_never_comes_from_dask_tokenize(tmp_path):
     """Dask's tokenize changes with installed packages (xxhash); the run's fingerprint
     must not: computed with tokenize broken, and in a process where xxhash cannot
@@ -106,6 +107,7 @@ def test_the_fingerprint_never_comes_from_dask_tokenize(tmp_path):
     assert prints[0] == prints[1] and len(json.loads(prints[0])[1]) == 64
 
 
+@pytest.mark.slow  # a real CLI run or several: seconds
 def test_verify_sources_lists_what_changed_was_added_or_disappeared(tmp_path):
     src, out = corpus(tmp_path / "in", n=4), tmp_path / "out"
     cli = dask_prep_cli()
@@ -126,6 +128,7 @@ def test_verify_sources_lists_what_changed_was_added_or_disappeared(tmp_path):
 
 
 @pytest.mark.parametrize("inputs", ["typo", "empty-dir", "missing-list"])
+@pytest.mark.slow  # a real CLI run or several: seconds
 def test_nothing_found_fails_with_one_line_and_no_manifest(tmp_path, inputs):
     (tmp_path / "empty").mkdir()
     arg = {"typo": str(tmp_path / "corpsu"), "empty-dir": str(tmp_path / "empty"),

@@ -243,6 +243,7 @@ def _spec_converter(path):
                                   st.integers(0, 39)), min_size=1, max_size=12),
        chunk=st.integers(1, 12), shard_size=st.integers(1, 15), partition_size=st.integers(4200, 30_000),
        fmt=st.sampled_from(["parquet", "parquet", "pickle"]))
+@pytest.mark.slow  # a real CLI run or several: seconds
 def test_a_source_that_fails_or_clashes_part_way_is_cut_out_whole(sources, chunk, shard_size,
                                                                   partition_size, fmt):
     """Records are converted a few at a time as the converter yields them, and

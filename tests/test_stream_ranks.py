@@ -36,6 +36,7 @@ def same(a, b) -> bool:
     return len(a) == len(b) and all(np.array_equal(x["token_ids"], y["token_ids"]) for x, y in zip(a, b))
 
 
+@pytest.mark.slow  # a real CLI run or several: seconds
 def test_ranks_take_every_world_size_th_batch_of_the_whole_stream(client, corpus):
     root, paths = corpus
     vocab = vocab_of(paths)

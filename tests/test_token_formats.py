@@ -133,6 +133,7 @@ def megatron_sequences(out, manifest) -> list:
 
 
 @pytest.mark.parametrize("vocab_size,dtype", [(None, "int32"), (65536, "uint16"), (200_000, "int32")])
+@pytest.mark.slow  # a real CLI run or several: seconds
 def test_megatron_indexed_dataset_reads_every_token_back(tmp_path, vocab_size, dtype):
     top = [{"input_ids": [(vocab_size or 2**31 - 1) - 1, 0]}]
     options = {"vocab_size": vocab_size} if vocab_size else {}

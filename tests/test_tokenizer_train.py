@@ -38,6 +38,7 @@ def test_training_twice_gives_identical_files_usable_by_run(tmp_path):
     assert stream_of(tmp_path / "out") == serial[:len(serial) // 16 * 16]
 
 
+@pytest.mark.slow  # a real CLI run or several: seconds
 def test_sample_and_seed_choose_the_documents(tmp_path):
     write(tmp_path / "in" / "a.jsonl", "".join(json.dumps({"body": words(i, 30)}) + "\n" for i in range(200)))
     common = dict(vocab_size=300, converter="jsonl", text_field="body")

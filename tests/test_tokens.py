@@ -248,6 +248,7 @@ def test_packed_on_a_real_dask_cluster_is_byte_identical_to_local(tmp_path, tok_
         serial_stream(tok_path, texts_of(paths))
 
 
+@pytest.mark.slow  # a real CLI run or several: seconds
 def test_cli_packs_and_summarizes(tmp_path, tok_path):
     corpus(tmp_path / "in", n=5)
     r = subprocess.run(dask_prep_cli() + ["run", str(tmp_path / "in"), "-o", str(tmp_path / "out"),
