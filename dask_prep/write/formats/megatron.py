@@ -31,8 +31,8 @@ import struct
 
 import numpy as np
 
-from .base import ShardFile, ShardFormat
-from .tokens import TokenBatch, seq_len, to_token_batch, token_dtype
+from .base import ShardFile
+from .tokens import TokenBatch, TokenIdsFormat, seq_len, to_token_batch, token_dtype
 
 __all__ = ["MegatronFormat", "index_bytes", "read_index"]
 
@@ -68,7 +68,7 @@ def read_index(data: bytes) -> tuple[np.dtype, np.ndarray, np.ndarray, np.ndarra
     return _NUMPY[code], lengths, pointers, documents
 
 
-class MegatronFormat(ShardFormat):
+class MegatronFormat(TokenIdsFormat):
     """Megatron-LM ``.bin`` + ``.idx`` shards (see the module)."""
 
     name, suffix, companions = "megatron", ".bin", (".idx",)
@@ -86,20 +86,6 @@ class MegatronFormat(ShardFormat):
 
     def concat(self, batches) -> TokenBatch:
         return TokenBatch.concat(list(batches), _NUMPY[CODES[self.dtype]])
-
-    def length(self, batch: TokenBatch) -> int:
-        return len(batch)
-
-    def slice(self, batch: TokenBatch, start: int, stop: int) -> TokenBatch:
-        return batch.slice(start, stop)
-
-    def write(self, batch: TokenBatch, path: str) -> dict:
-        with open(path, "wb") as f:
-            f.write(memoryview(np.ascontiguousarray(batch.ids)).cast("B"))
-        return self.companion_bytes(batch)
-
-    def encode(self, batch: TokenBatch) -> bytes:
-        return np.ascontiguousarray(batch.ids).tobytes()
 
     def companion_bytes(self, batch: TokenBatch) -> dict:
         return {".idx": index_bytes(batch.lengths, self.dtype)}

@@ -33,7 +33,7 @@ import numpy as np
 
 from .base import ShardFile, ShardFormat
 
-__all__ = ["TokensFormat", "TokenBatch", "token_dtype", "to_token_batch", "seq_len"]
+__all__ = ["TokensFormat", "TokenIdsFormat", "TokenBatch", "token_dtype", "to_token_batch", "seq_len"]
 
 _DTYPES = {"uint16": np.dtype("<u2"), "uint32": np.dtype("<u4"), "int32": np.dtype("<i4")}
 _HAS_DOCS, _HAS_PAD = 1, 2
@@ -211,7 +211,26 @@ def to_token_batch(records: list, dtype: str, vocab_size: int | None = None) -> 
                       np.array(pads, np.int64), flags)
 
 
-class TokensFormat(ShardFormat):
+class TokenIdsFormat(ShardFormat):
+    """What the formats of raw token ids share: a shard is its ids' bytes, as
+    one :class:`TokenBatch`, plus companions (``companion_bytes``)."""
+
+    def length(self, batch: TokenBatch) -> int:
+        return len(batch)
+
+    def slice(self, batch: TokenBatch, start: int, stop: int) -> TokenBatch:
+        return batch.slice(start, stop)
+
+    def write(self, batch: TokenBatch, path: str) -> dict:
+        with open(path, "wb") as f:
+            f.write(memoryview(np.ascontiguousarray(batch.ids)).cast("B"))
+        return self.companion_bytes(batch)
+
+    def encode(self, batch: TokenBatch) -> bytes:
+        return np.ascontiguousarray(batch.ids).tobytes()
+
+
+class TokensFormat(TokenIdsFormat):
     """Flat ``uint16``/``uint32`` token files with ``int64`` offsets (see the module)."""
 
     name, suffix, companions = "tokens", ".tokens", (".docs", ".idx")
@@ -231,20 +250,6 @@ class TokensFormat(ShardFormat):
 
     def concat(self, batches) -> TokenBatch:
         return TokenBatch.concat(list(batches), _DTYPES[self.dtype])
-
-    def length(self, batch: TokenBatch) -> int:
-        return len(batch)
-
-    def slice(self, batch: TokenBatch, start: int, stop: int) -> TokenBatch:
-        return batch.slice(start, stop)
-
-    def write(self, batch: TokenBatch, path: str) -> dict:
-        with open(path, "wb") as f:
-            f.write(memoryview(np.ascontiguousarray(batch.ids)).cast("B"))
-        return self.companion_bytes(batch)
-
-    def encode(self, batch: TokenBatch) -> bytes:
-        return np.ascontiguousarray(batch.ids).tobytes()
 
     def companion_bytes(self, batch: TokenBatch) -> dict:
         return {".idx": batch.offsets.astype("<i8", copy=False).tobytes(), ".docs": batch.docs_bytes()}
