@@ -156,3 +156,24 @@ def test_an_output_that_is_an_input_is_refused_up_front(tmp_path):
     corpus(tmp_path / "in", n=2)
     with pytest.raises(ValueError, match="is also an input"):
         dp.run([tmp_path / "in"], tmp_path / "in", overwrite=True, workers=1)
+
+
+@pytest.mark.slow  # waits for a converter that sleeps
+def test_a_stopped_run_leaves_no_task_running_that_writes_into_the_output(tmp_path, client):
+    """Dask cannot stop a running task. When a run stops early (Ctrl-C in a notebook,
+    an error), the partitions already running are waited for and the rest cancelled,
+    so the next run on the same cluster never races a task of the old one writing an
+    older plan's files under the same names (that once lost a partition's records)."""
+    src, out = corpus(tmp_path / "in", n=4), tmp_path / "out"
+    (tmp_path / "slow.py").write_text(
+        "import time\n"
+        "def convert(path):\n"
+        "    if path.endswith('f000.txt'):\n"
+        "        time.sleep(2)\n"
+        "    with open(path) as f:\n"
+        "        return [{'text': s} for s in f.read().split('. ')]\n")
+    with pytest.raises(Stop):
+        dp.run([src], out, client=client, converter=f"{tmp_path / 'slow.py'}:convert", shard_size=50,
+               partition_size=4097, on_partition=stop_after(1))
+    assert not any(client.processing().values()), "a task of the stopped run is still running"
+    assert (out / ".dask-prep" / "p00000.json").exists(), "the running partition finished and saved"
