@@ -40,7 +40,10 @@ def test_training_twice_gives_identical_files_usable_by_run(tmp_path):
 
 @pytest.mark.slow  # a real CLI run or several: seconds
 def test_sample_and_seed_choose_the_documents(tmp_path):
-    write(tmp_path / "in" / "a.jsonl", "".join(json.dumps({"body": words(i, 30)}) + "\n" for i in range(200)))
+    # 200 distinct documents (words() repeats after 23): the kept count is then
+    # Binomial(200, 0.5), and 70..130 is over 4 standard deviations either side
+    docs = [f"doc{i} " + words(i, 30) for i in range(200)]
+    write(tmp_path / "in" / "a.jsonl", "".join(json.dumps({"body": d}) + "\n" for d in docs))
     common = dict(vocab_size=300, converter="jsonl", text_field="body")
     full = train_tokenizer([tmp_path / "in"], tmp_path / "full.json", **common)
     half = train_tokenizer([tmp_path / "in"], tmp_path / "half.json", sample=0.5, seed=1, **common)
