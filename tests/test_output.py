@@ -125,3 +125,36 @@ def test_overwrite_removes_exactly_the_old_datasets_files(tmp_path):
     dp.write_shards(bag(), out, shard_size=5, overwrite=True)  # 2 shards
     assert sorted(p.name for p in out.iterdir()) == [
         ".errors.jsonl", ".manifest.json", "notes.txt", "shard-00000.parquet", "shard-00001.parquet"]
+
+
+def test_every_file_is_fsynced_before_its_rename_and_the_folder_around_the_commit(tmp_path, monkeypatch):
+    """A crash of the machine after the commit must not lose a shard the manifest names."""
+    import os
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        return real_fsync(fd)
+
+    def replace(src, dst):
+        events.append(("rename", os.fspath(src), os.fspath(dst)))
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    out = tmp_path / "out"
+    m = dp.write_shards(bag(), out, shard_size=3)
+    renames = [e for e in events if e[0] == "rename"]
+    finals = {os.path.basename(dst) for _, _, dst in renames}
+    assert {s["file"] for s in m["shards"]} | {".manifest.json", ".errors.jsonl"} <= finals
+    moved_again = {dst for _, _, dst in renames}  # a staged file renamed into place is synced already
+    for event in renames:  # a new file's data reached the disk before it took its name
+        _, src, dst = event
+        if src not in moved_again:
+            assert ("fsync", src) in events[:events.index(event)], dst
+    assert any(src in moved_again for _, src, _ in renames)  # the staged-shard path was exercised
+    commit = events.index(next(e for e in renames if e[2].endswith(".manifest.json")))
+    folder = ("fsync", str(out))
+    assert folder in events[:commit], "the shards' renames are durable before the manifest"
+    assert folder in events[commit:], "the manifest's rename is durable"

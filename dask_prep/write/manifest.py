@@ -112,7 +112,10 @@ class Manifest(Mapping):
         return cls(data, out.path(name), name)
 
     def write(self, out: OutputDir) -> None:
+        """Commit: the shards' renames are made durable first, then the manifest."""
+        out.sync()
         out.write_json(self.name, self._data)
+        out.sync()
 
     # -- validation -----------------------------------------------------------------
 

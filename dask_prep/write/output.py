@@ -16,8 +16,11 @@ not Parquet). Version 1 folders (``manifest.json``, ``errors.jsonl``,
 ``_sources.jsonl``) are still read.
 
 Every file is written under a temporary name in its final folder and renamed,
-so a reader never sees half a file. On object stores, where a single PUT is
-already atomic, files are written in place; ``.manifest.json`` is still last.
+so a reader never sees half a file. Locally each file is fsynced before its
+rename, and the folder before and after ``.manifest.json`` is written, so a
+dataset the manifest calls complete survives a crash of the machine. On object
+stores, where a single PUT is already atomic and durable, files are written in
+place; ``.manifest.json`` is still last.
 """
 from __future__ import annotations
 
@@ -47,6 +50,10 @@ _TMP = ".tmp-"
 
 class OutputDir:
     """A folder on any fsspec filesystem, addressed by names relative to it."""
+
+    #: fsync local files before their rename and the folder at the commit. Off
+    #: only in ``benchmarks/fsync.py``, to measure what it costs.
+    fsync = True
 
     def __init__(self, url: str | os.PathLike, storage_options: dict | None = None):
         self.url = os.fspath(url)
@@ -87,11 +94,18 @@ class OutputDir:
         tmp = f"{final}{_TMP}{uuid.uuid4().hex}"
         try:
             write(tmp)
+            if self.fsync:
+                _fsync(tmp)
             os.replace(tmp, final)
         except BaseException:
             if os.path.exists(tmp):
                 os.remove(tmp)
             raise
+
+    def sync(self, name: str = "") -> None:
+        """Make the renames done in folder ``name`` durable (local outputs)."""
+        if self.local and self.fsync:
+            _fsync(self.path(name))
 
     def size_and_sha256(self, name: str) -> tuple[int, str]:
         """Of a local file just written: read back from the page cache with one
@@ -166,6 +180,12 @@ class OutputDir:
             except (OSError, NotImplementedError):
                 pass  # another run's lock appeared in it; object stores have no folders
 
+    def sizes(self) -> dict[str, int]:
+        """``{name: bytes}`` of the files directly in the folder, from one listing."""
+        prefix = self.root.rstrip("/") + "/"
+        return {e["name"][len(prefix):] if e["name"].startswith(prefix) else e["name"].rsplit("/", 1)[-1]:
+                e["size"] for e in self.fresh().fs.ls(self.root, detail=True) if e["type"] == "file"}
+
     def listdir(self, name: str = "") -> list[str]:
         """Names directly inside folder ``name`` (empty if it does not exist)."""
         path = self.path(name)
@@ -187,6 +207,14 @@ class OutputDir:
 
     def write_json(self, name: str, obj) -> None:
         self.write_atomic(name, (json.dumps(obj, indent=1, sort_keys=False) + "\n").encode())
+
+
+def _fsync(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _check_own_name(name: str) -> None:
