@@ -11,7 +11,7 @@ cluster, execution, Dask's graphs). :func:`run` and the CLI sit on top.
 ['csv', 'jsonl', 'lines', 'sentences', 'text']
 """
 from ._version import __version__
-from .errors import (ConversionError, ConverterNotFoundError, DaskPrepError, ManifestError,
+from .errors import (ConversionError, ConverterNotFoundError, CorruptShardError, DaskPrepError, ManifestError,
                      OutputExistsError, PickleNotAllowedError, SchemaMismatchError, TokenizerError)
 from .ingest.bad_items import report_bad_item
 from .ingest.convert import to_bag
@@ -36,7 +36,7 @@ __all__ = [
     "register_converter", "resolve_converter", "converter_names", "register_format",
     "ShardFormat", "ShardFile", "Manifest", "ConvertOptions", "WriteOptions", "ClusterOptions",
     "split_sentences", "words", "report_bad_item", "DaskPrepError", "ConversionError",
-    "ConverterNotFoundError", "ManifestError", "OutputExistsError", "PickleNotAllowedError",
+    "ConverterNotFoundError", "CorruptShardError", "ManifestError", "OutputExistsError", "PickleNotAllowedError",
     "SchemaMismatchError", "TokenizerError", "TokenOptions", "build_vocab", "Vocab", "token_ids", "with_token_ids",
     "BatchIterator", "stream", "BatchStream", "report", "Report", "__version__",
 ]

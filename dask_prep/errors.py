@@ -17,6 +17,7 @@ __all__ = [
     "EmptyDatasetError",
     "OutputInUseError",
     "ManifestError",
+    "CorruptShardError",
     "PickleNotAllowedError",
     "BinaryFileError",
     "EmptyFileError",
@@ -54,6 +55,12 @@ class OutputInUseError(DaskPrepError, RuntimeError):
 
 class ManifestError(DaskPrepError, ValueError):
     """``.manifest.json`` is missing, unreadable or inconsistent."""
+
+
+class CorruptShardError(DaskPrepError, ValueError):
+    """A shard's bytes are not what the manifest recorded (a bad disk, a bad
+    copy, an edit): it is never read as if it were data. The message names the
+    file; ``dask-prep verify OUT`` checks every shard."""
 
 
 class PickleNotAllowedError(DaskPrepError, PermissionError):

@@ -262,15 +262,18 @@ class ShardSource:
     files: tuple
     counts: tuple
     shard_size: int
+    expect: tuple = ()  # per shard, what its reads check (ShardFile.expect)
 
     @classmethod
     def of(cls, ds) -> ShardSource:
         return cls(ds.out, ds.format, tuple(s["file"] for s in ds.shards),
-                   tuple(s["records"] for s in ds.shards), ds.manifest["shard_size"])
+                   tuple(s["records"] for s in ds.shards), ds.manifest["shard_size"],
+                   tuple(ds.shard_file(i).expect for i in range(len(ds.shards))))
 
     def read(self, i: int, column: str, extras: tuple) -> Ragged:
         """Shard ``i``'s ``column`` ids and ``extras`` (columns only, where the format allows)."""
-        fmt, shard = get_format(self.format), ShardFile(self.out, self.files[i])
+        fmt = get_format(self.format)
+        shard = ShardFile(self.out, self.files[i], self.expect[i] if self.expect else ())
         table = fmt.table(shard, [column, *extras])
         if table is not None:
             return Ragged.from_arrow(table, column, extras)

@@ -167,8 +167,10 @@ def _open(output, allow_pickle: bool, storage_options):
     try:
         return open_dataset(output, allow_pickle=allow_pickle, storage_options=storage_options), True
     except PickleNotAllowedError:
-        # Opening reads only the manifest (JSON); the shards are never unpickled here.
-        return open_dataset(output, allow_pickle=True, storage_options=storage_options), False
+        # Opening reads only the manifest (JSON); the shards are never read here, so
+        # their sizes need no check either.
+        return open_dataset(output, allow_pickle=True, storage_options=storage_options,
+                            check=False), False
 
 
 def _gather(ds, readable: bool, sampling: Sampling) -> dict:

@@ -19,7 +19,7 @@ import dask.bag as db
 import pyarrow as pa
 from dask import delayed
 
-from ..errors import ManifestError, PickleNotAllowedError
+from ..errors import CorruptShardError, ManifestError, PickleNotAllowedError
 from ..write.formats import ShardFile, format_class, get_format
 from ..write.manifest import Manifest
 from ..write.output import OutputDir
@@ -33,11 +33,33 @@ _TRUST_WARNING = ("reading them runs arbitrary code: load them only from a sourc
 class ShardSet:
     """A complete dataset written by dask-prep: its manifest and its shards."""
 
-    def __init__(self, output, *, allow_pickle: bool = False, storage_options: dict | None = None):
+    def __init__(self, output, *, allow_pickle: bool = False, storage_options: dict | None = None,
+                 check: bool = True):
         self.out = OutputDir(output, storage_options)
         self.manifest = Manifest.read(self.out)
         if format_class(self.format).needs_trust and not allow_pickle:
             raise PickleNotAllowedError(f"{self.out.url} holds {self.format} shards; {_TRUST_WARNING}")
+        self.check = check
+        if check:
+            self._check_sizes()
+
+    def _expect(self, s: dict) -> tuple:
+        """The ``(file, bytes, sha256)`` a read of shard entry ``s`` checks."""
+        if not self.check:
+            return ()
+        return tuple((e["file"], e["bytes"], e["sha256"]) for e in (s, *s.get("companions", ())))
+
+    def _check_sizes(self) -> None:
+        """Every shard file is there with the size the manifest says: one listing."""
+        sizes = self.out.sizes()
+        for s in self.shards:
+            for file, size, _ in self._expect(s):
+                got = sizes.get(file)
+                if got != size:
+                    problem = "missing" if got is None else f"{got:,} bytes, the manifest says {size:,}"
+                    raise CorruptShardError(
+                        f"{self.out.url_of(file)}: {problem}: the dataset changed after it was written; "
+                        f"`dask-prep verify {self.out.url}` checks every shard")
 
     @property
     def format(self) -> str:
@@ -67,11 +89,11 @@ class ShardSet:
         return get_format(self.format).read_schema(self.shard_file(0))
 
     def shard_file(self, i: int) -> ShardFile:
-        return ShardFile(self.out, self.shards[i]["file"])
+        return ShardFile(self.out, self.shards[i]["file"], self._expect(self.shards[i]))
 
     def read_shard(self, i: int) -> list:
         """The records of shard ``i``."""
-        return _load(self.out, self.shards[i]["file"], self.format)
+        return _load(self.shard_file(i), self.format)
 
     def __iter__(self) -> Iterator:
         for i in range(len(self.shards)):
@@ -88,15 +110,15 @@ class ShardSet:
         """A Dask bag with one partition per shard."""
         if not self.shards:
             return db.from_sequence([], npartitions=1)
-        return db.from_delayed([delayed(_load)(self.out, s["file"], self.format) for s in self.shards])
+        return db.from_delayed([delayed(_load)(self.shard_file(i), self.format) for i in range(len(self.shards))])
 
     def column_bag(self, column: str) -> db.Bag:
         """A Dask bag of one column's values, one partition per shard (columnar
         formats read only that column)."""
         if not self.shards:
             return db.from_sequence([], npartitions=1)
-        return db.from_delayed([delayed(_column)(self.out, s["file"], self.format, column)
-                                for s in self.shards])
+        return db.from_delayed([delayed(_column)(self.shard_file(i), self.format, column)
+                                for i in range(len(self.shards))])
 
     def to_dataframe(self):
         """A Dask DataFrame with one partition per shard (Parquet datasets)."""
@@ -133,25 +155,33 @@ class ShardSet:
         return to_torch(self, batch_size, **options)
 
 
-def _column(out: OutputDir, name: str, fmt: str, column: str) -> list:
-    f, shard = get_format(fmt), ShardFile(out, name)
+def _column(shard: ShardFile, fmt: str, column: str) -> list:
+    f = get_format(fmt)
     table = f.table(shard, [column])
     if table is not None:
         return table.column(column).to_pylist()
     return [r[column] for r in f.records(f.decode(shard))]
 
 
-def _load(out: OutputDir, name: str, fmt: str) -> list:
+def _load(shard: ShardFile, fmt: str) -> list:
     f = get_format(fmt)
-    return f.records(f.decode(ShardFile(out, name)))
+    return f.records(f.decode(shard))
 
 
-def open(output, *, allow_pickle: bool = False, storage_options: dict | None = None) -> ShardSet:  # noqa: A001
+def open(output, *, allow_pickle: bool = False, storage_options: dict | None = None,  # noqa: A001
+         check: bool = True) -> ShardSet:
     """Open a dataset written by dask-prep (see :class:`ShardSet`).
 
     Pickle datasets need ``allow_pickle=True``: unpickling runs code.
+
+    Reading checks what it reads (``check=False`` does not): on open, that
+    every shard file has the size the manifest says (one listing); each shard
+    read whole, its sha256; Parquet column reads, the page checksums of the
+    pages read. A shard that fails raises
+    :class:`~dask_prep.errors.CorruptShardError` naming it; ``dask-prep
+    verify`` checks everything.
     """
-    return ShardSet(output, allow_pickle=allow_pickle, storage_options=storage_options)
+    return ShardSet(output, allow_pickle=allow_pickle, storage_options=storage_options, check=check)
 
 
 @dataclass

@@ -30,6 +30,7 @@ that stores records one by one. A columnar format (Parquet) overrides
 """
 from __future__ import annotations
 
+import hashlib
 import itertools
 import pickle
 import re
@@ -44,10 +45,17 @@ __all__ = ["ShardFormat", "ShardFile"]
 class ShardFile:
     """One shard of a dataset, as a format reads it: ``name`` is its main file
     (``shard-00000.parquet``) in the output folder ``out``; ``companion`` files
-    of the same shard differ by their suffix (``.idx`` beside ``.bin``)."""
+    of the same shard differ by their suffix (``.idx`` beside ``.bin``).
+
+    ``expect`` holds the manifest's ``(file, bytes, sha256)`` of each file:
+    :meth:`read` then checks the size and sha256 of what it read, and
+    :meth:`open` and :meth:`local_path` (partial reads) the size, raising
+    :class:`~dask_prep.errors.CorruptShardError`. Empty while writing.
+    """
 
     out: object  # an OutputDir
     name: str
+    expect: tuple = ()
 
     def _file(self, suffix: str | None) -> str:
         if suffix is None:
@@ -56,14 +64,41 @@ class ShardFile:
 
     def read(self, suffix: str | None = None) -> bytes:
         """The bytes of the main file, or of the companion with ``suffix``."""
-        return self.out.read_bytes(self._file(suffix))
+        name = self._file(suffix)
+        data = self.out.read_bytes(name)
+        for file, size, sha256 in self.expect:
+            if file == name:
+                if len(data) != size:
+                    raise self._wrong_size(name, len(data), size)
+                if hashlib.sha256(data).hexdigest() != sha256:
+                    raise self.corrupt("its sha256 differs from the manifest's: it changed after it "
+                                       "was written (a bad disk or copy)", suffix)
+        return data
 
     def open(self, suffix: str | None = None) -> IO[bytes]:
-        return self.out.fs.open(self.out.path(self._file(suffix)), "rb")
+        return self.out.fs.open(self._checked_size(suffix), "rb")
 
     def local_path(self, suffix: str | None = None) -> str | None:
         """A local path, for readers that map files into memory (``None`` remotely)."""
-        return self.out.path(self._file(suffix)) if self.out.local else None
+        return self._checked_size(suffix) if self.out.local else None
+
+    def corrupt(self, problem: str, suffix: str | None = None) -> Exception:
+        """The error for this shard's file: one line naming it and the way to check them all."""
+        from ...errors import CorruptShardError
+        return CorruptShardError(f"{self.out.url_of(self._file(suffix))}: {problem}; "
+                                 f"`dask-prep verify {self.out.url}` checks every shard")
+
+    def _checked_size(self, suffix: str | None) -> str:
+        name = self._file(suffix)
+        path = self.out.path(name)
+        for file, size, _ in self.expect:
+            if file == name and (got := self.out.size(name)) != size:
+                raise self._wrong_size(name, got, size)
+        return path
+
+    def _wrong_size(self, name: str, got: int, size: int) -> Exception:
+        return self.corrupt(f"{got:,} bytes, the manifest says {size:,}: truncated or replaced after "
+                            "it was written", None if name == self.name else name[name.rindex("."):])
 
 
 class ShardFormat:

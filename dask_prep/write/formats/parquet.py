@@ -12,6 +12,8 @@ naming the field.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -61,11 +63,11 @@ class ParquetFormat(ShardFormat):
 
     def write(self, batch: pa.Table, path: str) -> None:
         # straight to the file: no shard-sized buffers to fault in and copy
-        pq.write_table(conform(batch, self.schema), path)
+        pq.write_table(conform(batch, self.schema), path, write_page_checksum=True)
 
     def encode(self, batch: pa.Table) -> bytes:
         sink = pa.BufferOutputStream()
-        pq.write_table(conform(batch, self.schema), sink)
+        pq.write_table(conform(batch, self.schema), sink, write_page_checksum=True)
         return sink.getvalue().to_pybytes()
 
     def unify(self, schemas: list):
@@ -85,7 +87,9 @@ class ParquetFormat(ShardFormat):
         return pa.ipc.open_stream(pa.BufferReader(data)).read_all()
 
     def decode(self, shard: ShardFile) -> pa.Table:
-        return pq.read_table(pa.BufferReader(shard.read()))
+        data = shard.read()
+        with _unreadable_is_corrupt(shard):
+            return pq.read_table(pa.BufferReader(data), page_checksum_verification=True)
 
     def records(self, batch: pa.Table) -> list:
         return batch.to_pylist()
@@ -99,8 +103,25 @@ class ParquetFormat(ShardFormat):
             return pq.read_schema(f)
 
     def table(self, shard: ShardFile, columns: list) -> pa.Table:
+        """Only ``columns``: the sizes and the page checksums of what is read are
+        checked, not the file's sha256 (that would read all of it)."""
         path = shard.local_path()
-        if path is not None:
-            return pq.read_table(path, columns=columns)
-        with shard.open() as f:
-            return pq.read_table(f, columns=columns)
+        with _unreadable_is_corrupt(shard):
+            if path is not None:
+                return pq.read_table(path, columns=columns, page_checksum_verification=True)
+            with shard.open() as f:
+                return pq.read_table(f, columns=columns, page_checksum_verification=True)
+
+
+@contextmanager
+def _unreadable_is_corrupt(shard: ShardFile):
+    """A shard dask-prep wrote and the manifest lists that pyarrow cannot read
+    (a page checksum, a broken page) is corrupt; a missing file is not."""
+    try:
+        yield
+    except (FileNotFoundError, PermissionError):
+        raise
+    except (OSError, pa.ArrowException) as exc:
+        if not shard.expect:
+            raise
+        raise shard.corrupt(f"unreadable Parquet ({str(exc).strip().splitlines()[0]})") from exc
