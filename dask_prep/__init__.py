@@ -13,22 +13,28 @@ cluster, execution, Dask's graphs). :func:`run` and the CLI sit on top.
 from ._version import __version__
 from .errors import (ConversionError, ConverterNotFoundError, CorruptShardError, DaskPrepError, ManifestError,
                      OutputExistsError, PickleNotAllowedError, SchemaMismatchError, TokenizerError)
-from .ingest.bad_items import report_bad_item
-from .ingest.convert import to_bag
-from .ingest.converters import (Converter, converter_names, register_converter,
-                                resolve_converter, split_sentences, words)
-from .ingest.plan import plan_partitions
-from .ingest.sources import Source, Sources, discover
-from .options import ClusterOptions, ConvertOptions, TokenOptions, WriteOptions
-from .read.batches import BatchIterator
-from .read.shardset import ShardSet, VerifyReport, open, verify
-from .read.stream import BatchStream, stream
-from .runner import RunResult, run
-from .read.report import Report, report
-from .tokens.vocab import Vocab, build_vocab, token_ids, with_token_ids
-from .write.formats import ShardFile, ShardFormat, register_format
-from .write.job import write_shards
-from .write.manifest import Manifest
+
+#: Where each public name lives: imported on first use, so that `import dask_prep`
+#: (and the CLI's start, and a Ctrl-C during it) costs milliseconds, not Dask's imports.
+_LAZY = {
+    ".ingest.bad_items": ("report_bad_item",),
+    ".ingest.convert": ("to_bag",),
+    ".ingest.converters": ("Converter", "converter_names", "register_converter", "resolve_converter",
+                           "split_sentences", "words"),
+    ".ingest.plan": ("plan_partitions",),
+    ".ingest.sources": ("Source", "Sources", "discover"),
+    ".options": ("ClusterOptions", "ConvertOptions", "TokenOptions", "WriteOptions"),
+    ".read.batches": ("BatchIterator",),
+    ".read.shardset": ("ShardSet", "VerifyReport", "open", "verify"),
+    ".read.stream": ("BatchStream", "stream"),
+    ".runner": ("RunResult", "run"),
+    ".read.report": ("Report", "report"),
+    ".tokens.vocab": ("Vocab", "build_vocab", "token_ids", "with_token_ids"),
+    ".write.formats": ("ShardFile", "ShardFormat", "register_format"),
+    ".write.job": ("write_shards",),
+    ".write.manifest": ("Manifest",),
+}
+_WHERE = {name: module for module, names in _LAZY.items() for name in names}
 
 __all__ = [
     "discover", "Source", "Sources", "plan_partitions", "to_bag", "write_shards", "run",
@@ -40,3 +46,17 @@ __all__ = [
     "SchemaMismatchError", "TokenizerError", "TokenOptions", "build_vocab", "Vocab", "token_ids", "with_token_ids",
     "BatchIterator", "stream", "BatchStream", "report", "Report", "__version__",
 ]
+
+
+def __getattr__(name: str):
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'dask_prep' has no attribute {name!r}")
+    import importlib
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_WHERE))

@@ -10,6 +10,7 @@ import json
 import contextlib
 import logging
 import os
+import signal
 import sys
 import sysconfig
 import threading
@@ -39,6 +40,22 @@ class _Usage(_Fail):
 
 class _Interrupted(_Fail):
     exit_code = 130
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread: a run stops as on Ctrl-C (exit 143)."""
+
+
+def _on_sigterm(signum, frame):
+    raise _Terminated
+
+
+def _stopped(exc: KeyboardInterrupt, what: str) -> _Interrupted:
+    """Ctrl-C (exit 130) or SIGTERM (exit 143), in one line."""
+    stop = _Interrupted(f"{'terminated (SIGTERM)' if isinstance(exc, _Terminated) else 'interrupted'}{what}")
+    if isinstance(exc, _Terminated):
+        stop.exit_code = 128 + signal.SIGTERM
+    return stop
 
 
 class _Progress:
@@ -147,10 +164,9 @@ def _run(inputs, output, *, quiet=False, **options):
         result = run(list(inputs), output, on_start=progress.on_start,
                      on_partition=progress.on_partition, **options)
         ok = True
-    except KeyboardInterrupt:
-        raise _Interrupted(
-            f"interrupted; finished partitions are kept in {output}/.dask-prep: "
-            "run the same command again to resume") from None
+    except KeyboardInterrupt as exc:
+        raise _stopped(exc, f"; finished partitions are kept in {output}/.dask-prep: "
+                            "run the same command again to resume") from None
     except (ConverterNotFoundError, OutputExistsError, TokenizerError) as exc:
         raise _Usage(str(exc)) from None
     except Exception as exc:  # one line, never a traceback (-vv logs it)
@@ -325,8 +341,11 @@ class _Group(click.Group):
             return super().make_context(*args, **kwargs)
 
     def invoke(self, ctx):
-        with _usage_in_one_line():
-            return super().invoke(ctx)
+        try:
+            with _usage_in_one_line():
+                return super().invoke(ctx)
+        except KeyboardInterrupt as exc:  # not in a run (there it says how to resume)
+            raise _stopped(exc, "") from None
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -334,6 +353,9 @@ class _Group(click.Group):
 @click.option("-v", "--verbose", count=True, help="more log output (-vv for debug)")
 def main(verbose):
     """Turn document corpora into exact fixed-size training shards on Dask."""
+    # SIGTERM (a scheduler, Kubernetes, kill) ends a run as Ctrl-C does
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _on_sigterm)
     level = [logging.WARNING, logging.INFO, logging.DEBUG][min(verbose, 2)]
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s") if verbose

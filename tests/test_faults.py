@@ -579,3 +579,53 @@ def test_ctrl_c_prints_one_line_and_no_traceback(interrupted):
     stderr = interrupted["stderr"]
     assert "Traceback" not in stderr
     assert len(stderr.splitlines()) == 1, stderr
+
+
+def stopped_cleanly(run: CliRun, out: Path, rc: int) -> float:
+    """The run exits with ``rc``, one line and no traceback; all of it is gone; no manifest."""
+    t0 = time.perf_counter()
+    assert run.wait(60) == rc, run.stderr()
+    wait_until(lambda: not group_members(run.pgid), 15, "the stopped run's processes to exit")
+    stderr = run.stderr()
+    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr
+    assert len(stderr.splitlines()) == 1, stderr
+    assert ("terminated (SIGTERM)" if rc == 143 else "interrupted") in stderr, stderr
+    assert not (out / ".manifest.json").exists()
+    return time.perf_counter() - t0
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("after", [0.3, 0.8, 1.5, 2.5])
+def test_ctrl_c_at_any_moment_of_start_up_stops_the_run_with_130(job, tmp_path, after):
+    """Cluster start-up included: a Ctrl-C while the workers start is held, not lost."""
+    out = tmp_path / "out"
+    run = job.start(out, workers=2, log=tmp_path / "calls.log")
+    time.sleep(max(0.0, after - (time.perf_counter() - run.t0)))
+    run.signal_group(signal.SIGINT)
+    stopped = stopped_cleanly(run, out, 130)
+    report(f"Ctrl-C {after} s into the run: exit 130 {stopped:.2f} s later, "
+           f"{len(markers(out)) if (out / '.dask-prep').exists() else 0} partition(s) kept")
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("when", ["start-up", "mid-run"])
+def test_sigterm_ends_the_run_like_ctrl_c_with_143_and_it_resumes(job, tmp_path, when):
+    """SIGTERM to the main process only, as Kubernetes or a batch scheduler sends it."""
+    out = tmp_path / "out"
+    run = job.start(out, workers=2, log=tmp_path / "calls1.log")
+    if when == "start-up":
+        time.sleep(max(0.0, 1.0 - (time.perf_counter() - run.t0)))
+        os.kill(run.proc.pid, signal.SIGTERM)
+    else:
+        kill_once_markers(run, out, sig=signal.SIGTERM, group=False)
+    stopped = stopped_cleanly(run, out, 143)
+    assert "run the same command again to resume" in run.stderr() or when == "start-up", run.stderr()
+    kept = markers(out) if (out / ".dask-prep").exists() else set()
+    again = job.start(out, workers=2, log=tmp_path / "calls2.log")
+    assert again.wait(90) == 0, again.stderr()
+    converted = collections.Counter(n for _, n in calls(tmp_path / "calls2.log"))
+    assert converted == collections.Counter(n for n in FILES if part_of(n) not in kept)
+    assert_complete(out, job.inputs)
+    assert_same_output(out, job.clean)
+    report(f"SIGTERM ({when}): exit 143 {stopped:.2f} s later; {len(kept)}/{N_PARTS} partitions "
+           f"kept; the resume completed identical to a clean run")

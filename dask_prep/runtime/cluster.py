@@ -36,15 +36,25 @@ def _nworkers(client) -> int:
 
 
 @contextmanager
-def _sigint_ignored():
+def _signals_held():
+    """While the cluster starts, the caller's Python handlers of SIGINT and
+    SIGTERM are replaced by one that only notes the signal; then they are
+    restored and a signal noted meanwhile is raised again: held, not lost, and
+    never raised halfway through starting processes (the workers themselves
+    ignore Ctrl-C: ``worker_signals``)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    held: list[int] = []
+    saved = {sig: signal.signal(sig, lambda signum, frame: held.append(signum))
+             for sig in (signal.SIGINT, signal.SIGTERM) if callable(signal.getsignal(sig))}
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+        for sig in dict.fromkeys(held):
+            signal.raise_signal(sig)
 
 
 #: How often the embedded cluster's own timers fire. Dask's defaults (a 20 ms
@@ -67,8 +77,10 @@ LOCAL_SETTINGS = {
     "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None,
 }
 
+#: What each worker imports as it starts (Dask's worker preload), Ctrl-C's first.
+WORKER_PRELOAD = ["dask_prep.runtime.worker_signals", "dask_prep.write.partition"]
 #: What the fork server imports once, so each worker starts with it loaded.
-WORKER_MODULES = ["distributed", "pandas", "dask_prep.write.partition"]
+WORKER_MODULES = [WORKER_PRELOAD[0], "distributed", "pandas", WORKER_PRELOAD[1]]
 
 
 def _start_method() -> str:
@@ -210,25 +222,27 @@ def _local_cluster(n: int, memory_limit, tls: bool | None = None):
 
     # Workers import the writer (pyarrow and all) while they start, which
     # overlaps with discovery, instead of inside the first tasks. They start
-    # with Ctrl-C ignored: a terminal sends SIGINT to the whole process group,
-    # and only this process should react (by closing the cluster).
+    # with Ctrl-C ignored (worker_signals); this process holds it meanwhile
+    # (_signals_held).
     import dask
 
+    cluster = None
     with _caller_left_alone():
-        with _sigint_ignored(), dask.config.set(LOCAL_SETTINGS):
-            environ = _worker_environ()
-            method = _start_method()
-            if method == "forkserver":
-                _start_fork_server(environ)
-            if tls is None:
-                tls = dask.config.get("dask-prep.local-tls", True)
-            security = Security.temporary() if tls else None
-            with dask.config.set({"distributed.worker.multiprocessing-method": method}):
-                cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                                       host="127.0.0.1", dashboard_address="127.0.0.1:0",
-                                       memory_limit=memory_limit, preload=["dask_prep.write.partition"],
-                                       env=environ, silence_logs=logging.ERROR, security=security)
         try:
+            with _signals_held(), dask.config.set(LOCAL_SETTINGS):
+                environ = _worker_environ()
+                method = _start_method()
+                if method == "forkserver":
+                    _start_fork_server(environ)
+                if tls is None:
+                    tls = dask.config.get("dask-prep.local-tls", True)
+                security = Security.temporary() if tls else None
+                with dask.config.set({"distributed.worker.multiprocessing-method": method}):
+                    cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
+                                           host="127.0.0.1", dashboard_address="127.0.0.1:0",
+                                           memory_limit=memory_limit, preload=WORKER_PRELOAD,
+                                           env=environ, silence_logs=logging.ERROR, security=security)
+            # a signal held during start-up was raised above: the cluster is closed
             c = Client(cluster)
             port = cluster.scheduler.http_server.port if cluster.scheduler.http_server else None
             link = f"http://127.0.0.1:{port}/status" if port else None
@@ -237,4 +251,5 @@ def _local_cluster(n: int, memory_limit, tls: bool | None = None):
             finally:
                 c.close()
         finally:
-            cluster.close()
+            if cluster is not None:
+                cluster.close()
