@@ -5,6 +5,7 @@ Exit codes: 0 success, 1 the run or check failed, 2 bad usage.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import functools
 import json
 import contextlib
@@ -169,6 +170,12 @@ def _run(inputs, output, *, quiet=False, **options):
                             "run the same command again to resume") from None
     except (ConverterNotFoundError, OutputExistsError, TokenizerError) as exc:
         raise _Usage(str(exc)) from None
+    except OSError as exc:
+        logging.getLogger(__name__).debug("the run failed", exc_info=True)
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise _Fail(f"{output}: no space left on its device ({_one_line(exc)}); free some space and "
+                        "run the same command again to resume: finished partitions are kept") from None
+        raise _Fail(f"{type(exc).__name__}: {_one_line(exc)}") from None
     except Exception as exc:  # one line, never a traceback (-vv logs it)
         logging.getLogger(__name__).debug("the run failed", exc_info=True)
         raise _Fail(f"{type(exc).__name__}: {_one_line(exc)}") from None

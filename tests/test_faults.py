@@ -629,3 +629,64 @@ def test_sigterm_ends_the_run_like_ctrl_c_with_143_and_it_resumes(job, tmp_path,
     assert_same_output(out, job.clean)
     report(f"SIGTERM ({when}): exit 143 {stopped:.2f} s later; {len(kept)}/{N_PARTS} partitions "
            f"kept; the resume completed identical to a clean run")
+
+
+# -- a full disk -------------------------------------------------------------------
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real file system of 1 MiB (tmpfs), made bigger by ``grow()``."""
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"a full disk needs a tmpfs mount (root): {r.stderr.strip()}")
+    try:
+        yield mnt, lambda: subprocess.run(["mount", "-o", "remount,size=64m", str(mnt)], check=True)
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def full_disk_corpus(root: Path) -> Path:
+    """~3 MiB of text that compresses little: more than the small disk holds."""
+    import random
+    rng = random.Random(3)
+    vocab = ["".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(2, 9)))
+             for _ in range(5000)]
+    for i in range(24):
+        lines = (" ".join(rng.choice(vocab) for _ in range(12)) for _ in range(1600))
+        write(root / f"doc{i:02d}.txt", "\n".join(lines) + "\n")
+    return root
+
+
+@pytest.mark.timeout(240)
+def test_a_full_disk_is_one_line_naming_the_output_and_the_same_command_resumes(tmp_path, small_disk):
+    mnt, grow = small_disk
+    corpus = full_disk_corpus(tmp_path / "in")
+
+    def start(out, log):
+        return CliRun(dask_prep_cli() + ["run", str(corpus), "-o", str(out), "--converter", "lines",
+                                         "--workers", "2", "--shard-size", "2000", "-q"],
+                      tmp_path / log, tmp_path)
+
+    out = mnt / "out"
+    t0 = time.perf_counter()
+    full = start(out, "full.log")
+    assert full.wait(90) == 1, full.stderr()
+    lines = full.stderr().splitlines()
+    assert len(lines) == 1 and "Traceback" not in full.stderr(), full.stderr()
+    assert f"{out}: no space left on its device" in lines[0] and "run the same command again" in lines[0]
+    assert not (out / ".manifest.json").exists()
+    grow()
+    again = start(out, "again.log")
+    assert again.wait(90) == 0, again.stderr()
+    recovered = time.perf_counter() - t0
+    reference = start(tmp_path / "reference", "reference.log")
+    assert reference.wait(90) == 0, reference.stderr()
+    assert_same_output(out, tmp_path / "reference")
+    resumed = json.loads((out / ".manifest.json").read_text())["run"]["resumed_partitions"]
+    report(f"full disk: exit 1 in one line after {full.seconds:.2f} s; once the disk was bigger the "
+           f"same command resumed {resumed} partition(s) and completed identical to a clean run "
+           f"({recovered:.2f} s from the first start)")

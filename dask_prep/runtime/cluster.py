@@ -211,6 +211,13 @@ def dask_session(options=None, *, timeout: float | None = None, **fields):
         yield session
 
 
+def _worker_log_level() -> int:
+    """The workers log errors (a task's failure is also raised to the caller),
+    or less if the caller quietened ``distributed`` further (the CLI does, since
+    it reports a failed run in one line)."""
+    return max(logging.ERROR, logging.getLogger("distributed").getEffectiveLevel())
+
+
 @contextmanager
 def _local_cluster(n: int, memory_limit, tls: bool | None = None):
     """``tls``: the cluster speaks TLS with credentials of its own, made for it
@@ -241,7 +248,7 @@ def _local_cluster(n: int, memory_limit, tls: bool | None = None):
                     cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
                                            host="127.0.0.1", dashboard_address="127.0.0.1:0",
                                            memory_limit=memory_limit, preload=WORKER_PRELOAD,
-                                           env=environ, silence_logs=logging.ERROR, security=security)
+                                           env=environ, silence_logs=_worker_log_level(), security=security)
             # a signal held during start-up was raised above: the cluster is closed
             c = Client(cluster)
             port = cluster.scheduler.http_server.port if cluster.scheduler.http_server else None
