@@ -233,9 +233,11 @@ def _group(key: str, build, *options):
     return decorate
 
 
-def _convert(converter, exclude, suffixes, on_error, encoding_errors, partition_size):
+def _convert(converter, exclude, suffixes, on_error, encoding_errors, partition_size, max_decompressed):
+    limit = None if max_decompressed.strip().lower() in ("none", "0", "off") else max_decompressed
     return ConvertOptions(converter=converter, exclude=exclude, suffixes=suffixes, on_error=on_error,
-                          encoding_errors=encoding_errors, partition_size=partition_size)
+                          encoding_errors=encoding_errors, partition_size=partition_size,
+                          max_decompressed=limit)
 
 
 convert_options = functools.partial(
@@ -248,7 +250,10 @@ convert_options = functools.partial(
     click.option("--encoding-errors", type=click.Choice(["strict", "replace"]), default="strict",
                  show_default=True, help="invalid UTF-8: fail the file, or replace bad bytes"),
     click.option("--partition-size", callback=lambda ctx, p, v: _size(v, "--partition-size", 8192),
-                 help="input bytes per task, e.g. 64MB (default: automatic)"))
+                 help="input bytes per task, e.g. 64MB (default: automatic)"),
+    click.option("--max-decompressed", default="100x", show_default=True,
+                 help="fail a compressed source that decompresses past RATIOx its size (at least "
+                      "64 MiB) or past a SIZE such as 20GiB (a compression bomb); 'none': no limit"))
 
 
 def _write(format_, shard_size, overwrite, max_errors, allow_empty):

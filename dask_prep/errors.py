@@ -20,6 +20,7 @@ __all__ = [
     "CorruptShardError",
     "PickleNotAllowedError",
     "BinaryFileError",
+    "DecompressionLimitError",
     "EmptyFileError",
     "TooManyErrorsError",
     "ConverterNotFoundError",
@@ -61,6 +62,10 @@ class CorruptShardError(DaskPrepError, ValueError):
     """A shard's bytes are not what the manifest recorded (a bad disk, a bad
     copy, an edit): it is never read as if it were data. The message names the
     file; ``dask-prep verify OUT`` checks every shard."""
+
+
+class DecompressionLimitError(DaskPrepError, ValueError):
+    """A compressed source decompresses past its ``max_decompressed`` limit."""
 
 
 class PickleNotAllowedError(DaskPrepError, PermissionError):

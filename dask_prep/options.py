@@ -54,6 +54,35 @@ def parse_size(name: str, value) -> int | None:
                          f"not {value!r}") from None
 
 
+#: A ratio limit never stops a source before this many decompressed bytes.
+MIN_DECOMPRESSED = 64 << 20
+
+
+def decompression_limit(value):
+    """``"100x"`` (a ratio), ``"20GiB"`` or an int (bytes), or ``None``: as
+    ``("x", 100.0)``, ``("bytes", n)`` or ``None``.
+
+    >>> decompression_limit("100x"), decompression_limit("1GiB"), decompression_limit(None)
+    (('x', 100.0), ('bytes', 1073741824), None)
+    """
+    if value is None or isinstance(value, tuple):
+        return value
+    text = value.strip().lower() if isinstance(value, str) else None
+    try:
+        if text is not None and text.endswith("x"):
+            ratio = float(text[:-1])
+            if ratio >= 1:
+                return ("x", ratio)
+        else:
+            size = parse_size("max_decompressed", value)
+            if size > 0:
+                return ("bytes", size)
+    except ValueError:
+        pass
+    raise ValueError(f"max_decompressed must be a ratio such as '100x' (at least 1x), a size such as "
+                     f"'20GiB', or None, not {value!r}")
+
+
 def _tuple(value) -> tuple:
     if value is None:
         return ()
@@ -71,7 +100,10 @@ class ConvertOptions:
     ``"raise"``; ``partition_size`` bytes of input per task (``None``:
     automatic); ``suffixes``/``exclude`` filter what discovery finds;
     ``storage_options`` are passed to fsspec for remote sources, explicitly,
-    in every task that reads them.
+    in every task that reads them; ``max_decompressed`` is how far the readers
+    decompress one compressed source before failing it (a compression bomb):
+    ``"100x"`` (the default) its compressed size 100 times (never less than 64
+    MiB), or a size (``"20GiB"``), or ``None`` for no limit.
     """
 
     converter: object = "text"
@@ -81,9 +113,11 @@ class ConvertOptions:
     suffixes: tuple = ()
     exclude: object = None
     storage_options: dict = field(default_factory=dict)
+    max_decompressed: object = "100x"
 
     def __post_init__(self):
         check_choice("encoding_errors", self.encoding_errors, ENCODING_ERRORS)
+        object.__setattr__(self, "max_decompressed", decompression_limit(self.max_decompressed))
         check_choice("on_error", self.on_error, ON_ERROR)
         object.__setattr__(self, "partition_size", parse_size("partition_size", self.partition_size))
         object.__setattr__(self, "suffixes", _tuple(self.suffixes))

@@ -388,6 +388,7 @@ def run(inputs, output, *, convert: ConvertOptions | None = None, write: WriteOp
         metadata = {"sources": summary, "converter": conv.name, "inputs": _input_names(inputs),
                     "options": {"on_error": conv_opts.on_error,
                                 "encoding_errors": conv_opts.encoding_errors,
+                                "max_decompressed": list(conv_opts.max_decompressed or ()) or None,
                                 "suffixes": list(conv_opts.suffixes or ()),
                                 "exclude": _exclude_name(conv_opts.exclude)}}
         if on_start:

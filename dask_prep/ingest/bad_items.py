@@ -29,6 +29,7 @@ class SourceContext:
     path: str
     on_error: str
     errors: list = field(default_factory=list)
+    max_decompressed: tuple | None = None  # ConvertOptions.max_decompressed, for the readers
 
 
 _current: contextvars.ContextVar = contextvars.ContextVar("dask_prep_source", default=None)
@@ -42,6 +43,11 @@ def converting(ctx: SourceContext):
         yield ctx
     finally:
         _current.reset(token)
+
+
+def current_source() -> SourceContext | None:
+    """The source being converted in this context, if any."""
+    return _current.get()
 
 
 def report_bad_item(message: str, *, line: int | None = None, error: str = "BadItem") -> None:

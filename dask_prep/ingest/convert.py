@@ -19,13 +19,14 @@ import hashlib
 import json
 import logging
 import os
+import threading
 from dataclasses import replace
 from collections.abc import Iterable, Iterator
 from itertools import islice
 
 import dask.bag as db
 
-from ..errors import ConversionError, SourceError, error_name
+from ..errors import ConversionError, SourceError
 from ..options import ConvertOptions, split
 from ..runtime.graph import conversion_bag
 from . import side_channel
@@ -78,6 +79,8 @@ def conversion_identity(conv: Converter, opts: ConvertOptions) -> str:
     that change its output (never credentials). A sha256 of canonical JSON."""
     ident = {"converter": conv.identity, "encoding_errors": opts.encoding_errors,
              "on_error": opts.on_error}
+    if opts.max_decompressed != ConvertOptions().max_decompressed:  # keeps older keys as they were
+        ident["max_decompressed"] = list(opts.max_decompressed or ())
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()
 
 
@@ -97,7 +100,7 @@ def bag_of(parts: list[tuple[Piece, ...]], conv: Converter, opts: ConvertOptions
     # Each partition's pieces travel as one JSON string: Dask neither walks nor
     # pickles 80,000 tuples one by one (a graph of 50,000 dataclass instances
     # reached the workers ~0.4 s later).
-    reading = (opts.on_error, opts.storage_options)
+    reading = (opts.on_error, opts.storage_options, opts.max_decompressed)
     tasks = {(name, i): (convert_partition, json.dumps(pieces), conv, reading, name, i)
              for i, pieces in enumerate(parts)}
     return conversion_bag(name, tasks, len(parts), {"identity": identity, "partitions": keys})
@@ -113,14 +116,14 @@ def convert_partition(pieces: str | list, conv: Converter, reading: tuple, layer
     """The task of one partition: its :class:`Conversion` (nothing runs until it is pulled).
 
     ``pieces`` is the JSON list of ``[path, start, end]`` that :func:`bag_of`
-    ships; ``reading`` is ``(on_error, storage_options)``; ``layer`` and
+    ships; ``reading`` is ``(on_error, storage_options, max_decompressed)``; ``layer`` and
     ``index`` name the partition in the graph (a key tuple would be read by
     Dask as a dependency).
     """
     if isinstance(pieces, str):
         pieces = [Piece(*p) for p in json.loads(pieces)]
-    on_error, storage_options = reading
-    return Conversion(pieces, conv, on_error, storage_options, (layer, index))
+    on_error, storage_options, *limit = reading
+    return Conversion(pieces, conv, on_error, storage_options, (layer, index), *limit)
 
 
 class Conversion(Iterator):
@@ -134,9 +137,10 @@ class Conversion(Iterator):
     """
 
     def __init__(self, pieces: list[Piece], conv: Converter, on_error: str,
-                 storage_options: dict | None, tag: tuple):
+                 storage_options: dict | None, tag: tuple, max_decompressed=("x", 100.0)):
         self.piece_list, self.conv, self.on_error, self.tag = pieces, conv, on_error, tag
         self.storage_options = storage_options or None
+        self.max_decompressed = max_decompressed
         self.errors: list[SourceError] = []
         self._records: Iterator | None = None
 
@@ -153,7 +157,8 @@ class Conversion(Iterator):
             yield piece, self._convert(piece, chunk)
 
     def _convert(self, piece: Piece, chunk: int | None) -> Iterator[list | None]:
-        ctx, records, failed = SourceContext(piece.path, self.on_error), None, False
+        ctx, records, failed = SourceContext(piece.path, self.on_error,
+                                                     max_decompressed=self.max_decompressed), None, False
         while not failed:
             with converting(ctx):  # set only while the converter runs, not while we wait
                 try:
@@ -163,10 +168,11 @@ class Conversion(Iterator):
                     batch = list(islice(records, chunk))
                 except ConversionError:
                     raise
-                except Exception as exc:
+                except (Exception, SystemExit, KeyboardInterrupt) as exc:
+                    err = _source_error(piece.path, exc)  # a real Ctrl-C is raised again
                     if self.on_error == "raise":
-                        raise ConversionError(f"{piece.path}: {error_name(exc)}: {exc}") from exc
-                    ctx.errors.append(SourceError.from_exception(piece.path, exc))
+                        raise ConversionError(f"{piece.path}: {err.error}: {err.message}") from exc
+                    ctx.errors.append(err)
                     failed, batch = True, []
             if not batch:
                 break
@@ -197,3 +203,16 @@ class Conversion(Iterator):
                     side_channel.set_piece(None)
         finally:
             side_channel.set_piece(None)
+
+
+def _source_error(path: str, exc: BaseException) -> SourceError:
+    """The source's error. A converter's ``sys.exit()`` or ``KeyboardInterrupt``
+    is one too: it must not end the worker or the run. A ``KeyboardInterrupt``
+    in the main thread may be the user's Ctrl-C (in-process schedulers): raised."""
+    if isinstance(exc, Exception):
+        return SourceError.from_exception(path, exc)
+    if isinstance(exc, SystemExit):
+        return SourceError(path, "SystemExit", f"the converter called sys.exit({exc.code!r})")
+    if threading.current_thread() is threading.main_thread():
+        raise exc
+    return SourceError(path, "KeyboardInterrupt", "the converter raised KeyboardInterrupt")

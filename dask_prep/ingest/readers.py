@@ -5,10 +5,13 @@ import bz2
 import gzip
 import io
 import lzma
+import os
 import posixpath
 from collections.abc import Iterator
 
-from ..errors import BinaryFileError, EmptyFileError
+from ..errors import BinaryFileError, DecompressionLimitError, EmptyFileError
+from ..options import MIN_DECOMPRESSED
+from .bad_items import current_source
 from ..paths import filesystem, is_url
 from .sources import COMPRESSIONS
 
@@ -23,14 +26,72 @@ def _compression(path: str) -> str | None:
 
 
 def open_bytes(path: str, storage_options: dict | None = None) -> io.IOBase:
-    """Open ``path`` for binary reading, decompressing .gz/.bz2/.xz/.zst."""
+    """Open ``path`` for binary reading, decompressing .gz/.bz2/.xz/.zst.
+
+    While dask-prep converts a source, a compressed one is read only as far as
+    its ``max_decompressed`` limit (:class:`~dask_prep.options.ConvertOptions`):
+    past it, reading raises :class:`~dask_prep.errors.DecompressionLimitError`.
+    """
     comp = _compression(path)
     if comp == "zstd":
-        return io.BufferedReader(_ZstdReader(open_bytes_raw(path, storage_options)), _BLOCK)
+        f = io.BufferedReader(_ZstdReader(open_bytes_raw(path, storage_options)), _BLOCK)
+    elif is_url(path):
+        fs, name = filesystem(path, storage_options)
+        f = fs.open(name, "rb", compression=comp)
+    else:
+        f = _LOCAL[comp](path, "rb")
+    if comp is None:
+        return f
+    limit = _limit(path, storage_options)
+    return f if limit is None else io.BufferedReader(_Limited(f, limit, path), _BLOCK)
+
+
+def _limit(path: str, storage_options: dict | None) -> tuple[int, str] | None:
+    """The decompressed bytes a compressed source may give, and how to say so."""
+    ctx = current_source()
+    rule = ctx.max_decompressed if ctx is not None else None
+    if rule is None:
+        return None
+    kind, value = rule
+    if kind == "bytes":
+        return int(value), f"the limit of {_size(value)}"
     if is_url(path):
         fs, name = filesystem(path, storage_options)
-        return fs.open(name, "rb", compression=comp)
-    return _LOCAL[comp](path, "rb")
+        size = fs.size(name)
+    else:
+        size = os.path.getsize(path)
+    limit = max(MIN_DECOMPRESSED, int(size * value))
+    return limit, f"{value:g}x its {_size(size)} compressed (the limit, {_size(limit)})"
+
+
+def _size(n: float) -> str:
+    from dask.utils import format_bytes
+    return format_bytes(int(n))
+
+
+class _Limited(io.RawIOBase):
+    """A decompressed stream that fails past ``limit`` bytes (a compression bomb
+    would fill the worker's memory, or its disk, long before it ended)."""
+
+    def __init__(self, f: io.IOBase, limit: tuple[int, str], path: str):
+        self._f, (self._left, self._why) = f, limit
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        n = self._f.readinto(b)
+        self._left -= n
+        if self._left < 0:
+            raise DecompressionLimitError(
+                f"decompresses to more than {self._why}: a compression bomb, or a file that "
+                "compresses unusually well; raise max_decompressed (--max-decompressed) to read it")
+        return n
+
+    def close(self) -> None:
+        if not self.closed:
+            self._f.close()
+        super().close()
 
 
 def open_bytes_raw(path: str, storage_options: dict | None = None) -> io.IOBase:

@@ -34,6 +34,8 @@ class ParquetFormat(ShardFormat):
     def __init__(self, schema: pa.Schema | None = None):
         super().__init__(schema)
         self.fixed = schema is not None  # records must fit it, never widen it
+        if schema is not None:
+            _check_depth(schema)
 
     def widening(self) -> ParquetFormat:
         """Start from the schema but let records widen it (a hint, not a rule)."""
@@ -46,6 +48,7 @@ class ParquetFormat(ShardFormat):
         if self.fixed:
             return to_table(records, self.schema)
         table = to_table(records, None)
+        _check_depth(table.schema)
         if self.schema is None:
             self.schema = table.schema
         elif table.schema != self.schema:
@@ -111,6 +114,40 @@ class ParquetFormat(ShardFormat):
                 return pq.read_table(path, columns=columns, page_checksum_verification=True)
             with shard.open() as f:
                 return pq.read_table(f, columns=columns, page_checksum_verification=True)
+
+
+#: How deep a column may nest: Arrow IPC (leftovers wait in it) writes at
+#: most 63 levels, and Parquet readers (pyarrow's, and those built on it)
+#: refuse a schema of more than 100 levels. A shard of deeper records would be
+#: written and never read back.
+MAX_ARROW_DEPTH, MAX_PARQUET_LEVELS = 63, 100
+
+
+def _depths(t: pa.DataType) -> tuple[int, int]:
+    """Arrow nesting depth and Parquet schema levels of a column of type ``t``
+    (a Parquet list takes two levels, its group and the repeated element)."""
+    if pa.types.is_struct(t):
+        inner = [_depths(t.field(i).type) for i in range(t.num_fields)] or [(0, 1)]
+        return 1 + max(a for a, _ in inner), 1 + max(p for _, p in inner)
+    if pa.types.is_map(t):
+        inner = [_depths(t.key_type), _depths(t.item_type)]
+        return 1 + max(a for a, _ in inner), 2 + max(p for _, p in inner)
+    if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
+        a, p = _depths(t.value_type)
+        return 1 + a, 2 + p
+    return 0, 1
+
+
+def _check_depth(schema: pa.Schema) -> None:
+    """Records nested deeper than Arrow and Parquet store are the source's error, named."""
+    for f in schema:
+        arrow, levels = _depths(f.type)
+        if arrow > MAX_ARROW_DEPTH or 1 + levels > MAX_PARQUET_LEVELS:
+            raise SchemaMismatchError(
+                f"field {f.name!r} is nested {arrow} levels deep ({1 + levels} Parquet levels): more "
+                f"than Arrow stores ({MAX_ARROW_DEPTH}) or Parquet readers read ({MAX_PARQUET_LEVELS}; "
+                "49 nested lists at most); flatten it (e.g. store it as a JSON string) or use "
+                "format='pickle'")
 
 
 @contextmanager
