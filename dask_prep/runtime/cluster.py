@@ -211,16 +211,6 @@ def dask_session(options=None, *, timeout: float | None = None, **fields):
         yield session
 
 
-def _settle(client, n: int, timeout: float = 10) -> None:
-    """Let a worker the nanny is restarting (one that a task killed) finish
-    starting before the cluster closes: one closed halfway through its start
-    prints a traceback of Dask's own."""
-    try:
-        client.wait_for_workers(n, timeout=timeout)
-    except Exception:  # (a timeout: close it anyway)
-        logger.debug("closing the cluster with fewer than %d workers", n, exc_info=True)
-
-
 def _worker_log_level() -> int:
     """The workers log errors (a task's failure is also raised to the caller),
     or less if the caller quietened ``distributed`` further (the CLI does, since
@@ -266,7 +256,6 @@ def _local_cluster(n: int, memory_limit, tls: bool | None = None):
             try:
                 yield Session(c, link, n)
             finally:
-                _settle(c, n)
                 c.close()
         finally:
             if cluster is not None:
