@@ -149,9 +149,9 @@ class CliRun:
 
     _all: list[CliRun] = []
 
-    def __init__(self, cmd: list, log: Path, cwd: Path):
+    def __init__(self, cmd: list, log: Path, cwd: Path, extra_env: dict | None = None):
         env = env_without_client()
-        env.update(FAULTS_CALLS_LOG=str(log), FAULTS_SLEEP=str(SLEEP))
+        env.update(FAULTS_CALLS_LOG=str(log), FAULTS_SLEEP=str(SLEEP), **(extra_env or {}))
         self.err_path = log.with_suffix(".stderr")
         self.out_path = log.with_suffix(".stdout")
         self.t0 = time.perf_counter()
@@ -697,3 +697,137 @@ def test_a_full_disk_is_one_line_naming_the_output_and_the_same_command_resumes(
     report(f"full disk: exit 1 in one line after {full.seconds:.2f} s; once the disk was bigger the "
            f"same command resumed {resumed} partition(s) and completed identical to a clean run "
            f"({recovered:.2f} s from the first start)")
+
+
+# -- 6: a kill at each step of the commit ----------------------------------------------
+
+#: Runs the CLI with the whole process group SIGKILLed at one step of the commit,
+#: named by FAULTS_KILL_AT: ``rename:K`` (after the K-th shard rename), ``errors``
+#: (after the error list is written), ``manifest`` (the manifest written under its
+#: temporary name, not yet renamed), ``work:K`` (after K entries of the work folder
+#: were deleted), ``remove:K`` (after K files of the dataset an --overwrite
+#: replaces were deleted). Only the kill is injected; the run is the real CLI.
+KILLING_CLI = [sys.executable, "-c", '''
+import os, signal, sys
+from fsspec.implementations.local import LocalFileSystem
+from dask_prep.write import commit, output
+step, _, n = os.environ["FAULTS_KILL_AT"].partition(":")
+n, count = int(n or 0), [0]
+def die():
+    os.killpg(os.getpgid(0), signal.SIGKILL)
+def after(cls, name, k, cond=lambda *a: True):
+    real = getattr(cls, name)
+    def wrapped(*args, **kw):
+        result = real(*args, **kw)
+        if cond(*args):
+            count[0] += 1
+            if count[0] == k:
+                die()
+        return result
+    setattr(cls, name, wrapped)
+if step == "rename":
+    after(output.OutputDir, "replace", n, lambda self, src, dst: src.startswith(".dask-prep/"))
+elif step == "errors":
+    after(commit, "write_errors", 1)
+elif step == "manifest":
+    real_replace = os.replace
+    def replace(src, dst):
+        if os.path.basename(dst) == ".manifest.json":
+            die()
+        return real_replace(src, dst)
+    os.replace = replace
+elif step == "work":
+    after(LocalFileSystem, "rm", n, lambda self, path, **kw: "/.dask-prep/" in str(path))
+elif step == "remove":
+    after(output.OutputDir, "remove", n)
+from dask_prep.cli import main
+sys.argv[0] = "dask-prep"
+main()
+''']
+
+N_SHARDS = N_RECORDS // SHARD_SIZE + 1  # 20 full shards of the partitions, 8 merged from leftovers
+
+
+def start_killing(job, out: Path, log: Path, step: str, workers: int = 2, **kw) -> CliRun:
+    env_step = {"FAULTS_KILL_AT": step}
+    cmd = KILLING_CLI + job.command(out, workers, **kw)[len(dask_prep_cli()):]
+    return CliRun(cmd, log, cwd=job.root, extra_env=env_step)
+
+
+def leftovers(out: Path) -> list[str]:
+    """What a crashed commit could leave behind: everything but a complete dataset's files."""
+    keep = re.compile(r"shard-\d{5}\.parquet|\.manifest\.json|\.errors\.jsonl|\.sources\.jsonl")
+    return sorted(str(p.relative_to(out)) for p in out.rglob("*") if not keep.fullmatch(p.name)
+                  or p.parent != out)
+
+
+COMMIT_STEPS = ["rename:1", f"rename:{N_SHARDS // 2}", f"rename:{N_SHARDS}", "errors", "manifest", "work:3"]
+
+
+@pytest.fixture(scope="module", params=COMMIT_STEPS)
+def crashed_commit(request, job, tmp_path_factory):
+    """The job killed at one step of its commit (every partition done)."""
+    d = tmp_path_factory.mktemp("commit-" + request.param.replace(":", "-"))
+    out = d / "out"
+    run = start_killing(job, out, d / "calls1.log", request.param)
+    assert run.wait(90) == -signal.SIGKILL, (request.param, run.stderr())
+    wait_until(lambda: not group_members(run.pgid), 15, "the killed run's processes to exit")
+    return dict(step=request.param, dir=d, out=out, listing=leftovers(out))
+
+
+@pytest.mark.timeout(120)
+def test_a_kill_at_any_step_of_the_commit_resumes_without_converting_again(job, crashed_commit):
+    """The same command again: it reuses every partition and every shard already
+    renamed, converts nothing, and leaves exactly a clean run's folder."""
+    import shutil
+    d, step = crashed_commit["dir"], crashed_commit["step"]
+    out = d / "resume"
+    shutil.copytree(crashed_commit["out"], out, symlinks=True)
+    again = job.start(out, workers=2, log=d / "calls-resume.log")
+    t0 = time.perf_counter()
+    assert again.wait(90) == 0, (step, again.stderr())
+    assert not calls(d / "calls-resume.log"), f"{step}: the resume converted files again"
+    assert_complete(out, job.inputs)
+    assert_same_output(out, job.clean)
+    assert not leftovers(out), (step, leftovers(out))
+    report(f"killed at commit step {step}: left {len(crashed_commit['listing'])} entries beside "
+           f"the dataset; the same command converted 0 files and completed identical to a clean "
+           f"run in {time.perf_counter() - t0:.2f} s")
+
+
+@pytest.mark.timeout(120)
+def test_a_kill_at_any_step_of_the_commit_then_overwrite_with_other_options_leaves_no_orphan(
+        job, crashed_commit):
+    import shutil
+    d, step = crashed_commit["dir"], crashed_commit["step"]
+    out = d / "overwrite"
+    shutil.copytree(crashed_commit["out"], out, symlinks=True)
+    other = job.start(out, workers=2, log=d / "calls-overwrite.log", shard_size=SHARD_SIZE + 1,
+                      extra=("--overwrite",))
+    assert other.wait(90) == 0, (step, other.stderr())
+    assert_complete(out, job.inputs, shard_size=SHARD_SIZE + 1)
+    assert not leftovers(out), (step, leftovers(out))
+    assert len(list(out.glob("shard-*"))) == -(-N_RECORDS // (SHARD_SIZE + 1))
+    import pyarrow.dataset as pads
+    assert pads.dataset(str(out)).count_rows() == N_RECORDS, step
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("removed", [1, 5, N_SHARDS])
+def test_a_kill_while_overwrite_removes_the_old_dataset_leaves_no_orphan(job, tmp_path, removed):
+    """--overwrite with other options, killed after some of the old dataset's files are
+    deleted; again with other options still: the old shards are all gone."""
+    import shutil
+    out = tmp_path / "out"
+    shutil.copytree(job.clean, out)
+    run = start_killing(job, out, tmp_path / "calls1.log", f"remove:{removed}",
+                        shard_size=SHARD_SIZE + 2, extra=("--overwrite",))
+    assert run.wait(90) == -signal.SIGKILL, run.stderr()
+    wait_until(lambda: not group_members(run.pgid), 15, "the killed run's processes to exit")
+    again = job.start(out, workers=2, log=tmp_path / "calls2.log", shard_size=SHARD_SIZE + 1,
+                      extra=("--overwrite",))
+    assert again.wait(90) == 0, again.stderr()
+    assert_complete(out, job.inputs, shard_size=SHARD_SIZE + 1)
+    assert not leftovers(out), leftovers(out)
+    import pyarrow.dataset as pads
+    assert pads.dataset(str(out)).count_rows() == N_RECORDS

@@ -34,18 +34,13 @@ from ..ingest.convert import Conversion
 from ..options import TokenOptions, WriteOptions
 from ..runtime.execute import execute
 from ..runtime.graph import fused_tasks
-from ..write import commit
 from ..write.formats import format_class
 from ..write.job import WriteJob, _sha256
 from ..write.manifest import VERSION, Manifest
-from ..write.lock import LOCK
-from ..write.output import MANIFEST, WORK, OutputDir
+from ..write.output import WORK, OutputDir
 from ..write.partition import CHUNK, fewer_collections
 from ..write.results import ShardInfo
-from ..write.schema import schema_to_json
 from ..write.shards import WriteSpec, write_shard
-from ..write.sources_file import write_sources
-from .._version import __version__
 from .pack import Planner, ShardPlan, doc_starts_in, with_specials
 from .tokenizer import TokenizerRef, resolve_tokenizer
 
@@ -406,27 +401,5 @@ class TokenJob(WriteJob):
             raise RuntimeError(f"{self.planner.k - len(self.cut)} shard(s) were not written")
         infos = [self.cut[k][0] for k in range(self.planner.k)]
         per_shard = [self.cut[k][1] for k in range(self.planner.k)]
-        entries = commit.rename_shards(self.out, infos, fmt.suffix)
-        error_types = commit.write_errors(self.out, parts)
-        format_info = fmt.finalize(self.out, entries)
-        if self.source_files is not None:
-            self.metadata.setdefault("sources", {}).update(write_sources(self.out, self.source_files))
-        t_end = time.perf_counter()
-        fopts = getattr(self.opts, "format_options", None)
-        manifest = Manifest({
-            "version": VERSION, "format": self.opts.format, "shard_size": self.opts.shard_size,
-            "total_records": sum(s["records"] for s in entries), "shards": entries,
-            "schema": schema_to_json(self.spec.schema), "errors": sum(error_types.values()),
-            "error_types": error_types, "partitions": self.n, "fingerprint": self.fingerprint,
-            "command": self.command,
-            **({"format_options": fopts} if fopts else {}),
-            **({"format_info": format_info} if format_info else {}),
-            "created_by": f"dask-prep {__version__}", **self.metadata,
-            "tokens": self._tokens_info(infos, per_shard),
-            "run": {"elapsed_seconds": round(t_end - self.t0, 3),
-                    "commit_seconds": round(t_end - t_commit, 3),
-                    "resumed_partitions": self.resumed},
-        }, self.out.path(MANIFEST))
-        manifest.write(self.out)
-        self.out.remove_work(keep=LOCK)  # the lock goes last, when the run lets it go
-        return manifest
+        return self._write_dataset(fmt, infos, parts, self.spec.schema, t_commit,
+                                   tokens=self._tokens_info(infos, per_shard))

@@ -19,17 +19,21 @@ from collections import Counter
 from ..errors import SchemaMismatchError, TooManyErrorsError
 from .formats import ShardFormat
 from .formats import dataset_file_names, shard_file_pattern
-from .output import (ERRORS, EXCLUDED, MANIFEST, OLD_ERRORS, OLD_MANIFEST, OLD_SOURCES, SOURCES, WORK,
-                     OutputDir)
+from .output import (ERRORS, EXCLUDED, MANIFEST, OLD_ERRORS, OLD_MANIFEST, OLD_SOURCES, SOURCES,
+                     TEMPORARY, WORK, OutputDir)
 from .results import PartResult, ShardInfo
 
-__all__ = ["MergePlan", "plan_merges", "final_schema", "stale_shards", "rename_shards",
-           "write_errors", "too_many_errors", "claim", "claimed", "OWNED"]
+__all__ = ["MergePlan", "plan_merges", "final_schema", "stale_shards", "rename_shards", "undo_renames",
+           "remove_temporaries", "write_errors", "too_many_errors", "claim", "claimed", "OWNED", "RENAMES"]
 
 #: The names in the folder's root that a run wrote (or took over from the dataset
 #: it replaces) and that no manifest lists yet, recorded before they are written:
 #: what a later run may reuse, replace or remove, and nothing else.
 OWNED = f"{WORK}/owned.json"
+
+#: The ``[work name, final name]`` renames a commit is about to do, recorded
+#: before the first: a run resuming after a kill puts back what was renamed.
+RENAMES = f"{WORK}/renames.json"
 
 
 class MergePlan:
@@ -81,6 +85,11 @@ def stale_shards(fmt: ShardFormat, results: list[PartResult], schema) -> list[in
     return [i for i, s in enumerate(owners) if s != schema]
 
 
+def _own_work_name(name) -> bool:
+    return (isinstance(name, str) and name.startswith(f"{WORK}/") and "/" not in name[len(WORK) + 1:]
+            and name[len(WORK) + 1:] not in ("", ".", ".."))
+
+
 def _own_root_name(name) -> bool:
     fixed = {MANIFEST, ERRORS, SOURCES, EXCLUDED, OLD_MANIFEST, OLD_ERRORS, OLD_SOURCES, *dataset_file_names()}
     return isinstance(name, str) and (name in fixed or bool(shard_file_pattern().match(name)))
@@ -114,10 +123,38 @@ def rename_shards(out: OutputDir, shards: list[ShardInfo], suffix: str) -> list[
     moves = [(src, dst) for info, entry in zip(shards, entries)
              for src, dst in zip(info.files(), [entry["file"], *(c["file"] for c in entry.get("companions", ()))])]
     claim(out, [dst for _, dst in moves])
+    out.write_json(RENAMES, moves)
     for src, dst in moves:
         if out.exists(src):
             out.replace(src, dst)
     return entries
+
+
+def undo_renames(out: OutputDir) -> int:
+    """Put the files an interrupted commit had renamed back into the work folder,
+    so that a resume finds its finished partitions whole; how many were moved.
+    Only moves between names dask-prep writes are followed."""
+    try:
+        moves = json.loads(out.read_bytes(RENAMES))
+    except (FileNotFoundError, ValueError, UnicodeDecodeError):
+        return 0
+    undone = 0
+    for move in moves if isinstance(moves, list) else ():
+        if (isinstance(move, list) and len(move) == 2 and _own_work_name(move[0])
+                and _own_root_name(move[1]) and not out.exists(move[0]) and out.exists(move[1])):
+            out.replace(move[1], move[0])
+            undone += 1
+    out.remove(RENAMES)
+    return undone
+
+
+def remove_temporaries(out: OutputDir) -> None:
+    """Delete the temporary files that a write killed before its rename left in
+    the folder's root (only those of names dask-prep writes)."""
+    for name in out.listdir():
+        m = TEMPORARY.fullmatch(name)
+        if m and _own_root_name(m.group(1)):
+            out.remove(name)
 
 
 def write_errors(out: OutputDir, results: list[PartResult]) -> dict[str, int]:

@@ -218,10 +218,13 @@ class WriteJob:
         check_writable(self.out, self.opts.overwrite)
         with RunLock(self.out) as self.lock:
             existing = self._prepare()
+            commit.remove_temporaries(self.out)
             self.already_complete = existing is not None
             if existing is not None:
                 logger.info("%s is already complete; nothing to do", self.out.url)
+                self.out.remove_work(keep=LOCK)  # left by a run killed after its manifest
                 return existing
+            commit.undo_renames(self.out)  # a commit killed part way: its shards go back
             self._resume()
             self._convert()
             t_commit = time.perf_counter()
@@ -410,9 +413,17 @@ class WriteJob:
         for i, info in zip(stale, new):
             full[i] = info
         merged.update(zip(todo, new[len(stale):]))
+        return self._write_dataset(fmt, full + [merged[k] for k in range(len(groups))], results,
+                                   schema, t_commit)
+
+    def _write_dataset(self, fmt, shards: list[ShardInfo], results: list, schema, t_commit: float,
+                       **fields) -> Manifest:
+        """Give the shards their final names, write the dataset's other files, delete
+        what an earlier dataset or interrupted run left, and write the manifest (with
+        ``fields`` added) last. Every name is claimed before it is written."""
         commit.claim(self.out, [ERRORS, *fmt.dataset_files,
                                 *([SOURCES, EXCLUDED] if self.source_files is not None else [])])
-        entries = commit.rename_shards(self.out, full + [merged[k] for k in range(len(groups))], fmt.suffix)
+        entries = commit.rename_shards(self.out, shards, fmt.suffix)
         error_types = commit.write_errors(self.out, results)
         format_info = fmt.finalize(self.out, entries)
         if self.source_files is not None:
@@ -424,15 +435,16 @@ class WriteJob:
             if name not in keep:
                 self.out.remove(name)
         t_end = time.perf_counter()
+        fopts = self.opts.format_options
         manifest = Manifest({
             "version": VERSION, "format": self.opts.format, "shard_size": self.opts.shard_size,
             "total_records": sum(s["records"] for s in entries), "shards": entries,
             "schema": schema_to_json(schema), "errors": sum(error_types.values()),
             "error_types": error_types, "partitions": self.n, "fingerprint": self.fingerprint,
             "command": self.command,
-            **({"format_options": self.opts.format_options} if self.opts.format_options else {}),
+            **({"format_options": fopts} if fopts else {}),
             **({"format_info": format_info} if format_info else {}),
-            "created_by": f"dask-prep {__version__}", **self.metadata,
+            "created_by": f"dask-prep {__version__}", **self.metadata, **fields,
             "run": {"elapsed_seconds": round(t_end - self.t0, 3),
                     "commit_seconds": round(t_end - t_commit, 3),
                     "resumed_partitions": self.resumed},
@@ -440,4 +452,5 @@ class WriteJob:
         self.lock.check()  # still this run's folder: no run took the lock over
         manifest.write(self.out)
         self.out.remove_work(keep=LOCK)  # the lock goes last, when the run lets it go
+        return manifest
         return manifest

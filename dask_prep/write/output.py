@@ -27,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import uuid
 from collections.abc import Callable
 
@@ -36,7 +37,7 @@ from ..errors import OutputExistsError
 from ..paths import filesystem
 
 __all__ = ["OutputDir", "MANIFEST", "ERRORS", "SOURCES", "WORK", "OLD_MANIFEST", "OLD_ERRORS",
-           "OLD_SOURCES", "EXCLUDED", "check_writable"]
+           "OLD_SOURCES", "EXCLUDED", "TEMPORARY", "check_writable"]
 
 MANIFEST = ".manifest.json"
 ERRORS = ".errors.jsonl"
@@ -46,6 +47,8 @@ EXCLUDED = ".excluded.jsonl"  # the files its exclude list left out, and by whic
 OLD_MANIFEST, OLD_ERRORS, OLD_SOURCES = "manifest.json", "errors.jsonl", "_sources.jsonl"
 WORK = ".dask-prep"
 _TMP = ".tmp-"
+#: ``NAME.tmp-<32 hex digits>``: a file being written under a temporary name.
+TEMPORARY = re.compile(rf"(.+){re.escape(_TMP)}[0-9a-f]{{32}}")
 
 
 class OutputDir:
