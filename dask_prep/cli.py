@@ -378,8 +378,12 @@ def main(verbose):
     # cluster start/stop chatter only when asked (-vv).
     import distributed  # noqa: F401  (so its logging set-up runs before ours)
     # (at the default level not even its errors: a failed run says why in one line)
+    dask_level = [logging.CRITICAL, logging.WARNING, logging.DEBUG][min(verbose, 2)]
     for name in ("distributed", "tornado"):
-        logging.getLogger(name).setLevel([logging.CRITICAL, logging.WARNING, logging.DEBUG][min(verbose, 2)])
+        logging.getLogger(name).setLevel(dask_level)
+    # (and its loggers that Dask's config gives levels of their own, distributed.client's
+    # "Couldn't gather ... rescheduling" among them)
+    handler.addFilter(lambda r: r.levelno >= dask_level or not r.name.startswith(("distributed", "tornado")))
     # bokeh warns that the dashboard accepts any Host header; it listens on 127.0.0.1 only
     logging.getLogger("bokeh").setLevel(logging.DEBUG if verbose >= 2 else logging.ERROR)
 

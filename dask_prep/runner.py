@@ -12,10 +12,10 @@ from contextlib import ExitStack, contextmanager
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
-from .ingest.convert import bag_of
+from .ingest.convert import bag_of, find_poison
 from .ingest.converters import resolve_converter
 from .ingest.plan import plan_partitions
-from .errors import NoSourcesError, UnguardedScriptError, WorkerKilledError
+from .errors import ConversionError, NoSourcesError, UnguardedScriptError, WorkerKilledError
 from .ingest.sources import Sources, discover
 from .paths import absolute, is_url
 from .options import ClusterOptions, ConvertOptions, TokenOptions, WriteOptions, split
@@ -291,6 +291,32 @@ def check_guarded_main() -> None:
         "'if __name__ == \"__main__\":' (or pass scheduler=/client= for a running cluster)")
 
 
+def _isolating(client, parts: list, conv, conv_opts: ConvertOptions, sources) -> Callable:
+    """For a job: given a partition that killed its workers, find the sources
+    that do so on their own and return the bag that skips them. A worker's
+    death is blamed on every task it held, so a partition none of whose sources
+    kills a worker alone is tried again, once; the second time the partition
+    as a whole needs more memory than a worker has: ``None``."""
+    poison: dict = {}
+    innocent: set = set()
+
+    def isolate(index: int):
+        if index >= len(parts):
+            return None
+        found = find_poison(client, [p for p in parts[index] if p.path not in poison], conv, conv_opts)
+        if not found:
+            if index in innocent:
+                return None
+            innocent.add(index)
+        for path, why in found.items():
+            if conv_opts.on_error == "raise":
+                raise ConversionError(f"{path}: WorkerKilled: {why}")
+            logger.warning("%s %s: listed as its error; the rest goes on", path, why)
+        poison.update(found)
+        return bag_of(parts, conv, conv_opts, sources, skip=poison)
+    return isolate
+
+
 def _killed(exc: BaseException, parts: list) -> WorkerKilledError:
     """One line for Dask's ``KilledWorker``: which partition, which sources, what to try."""
     key = exc.task if hasattr(exc, "task") else None
@@ -401,7 +427,8 @@ def run(inputs, output, *, convert: ConvertOptions | None = None, write: WriteOp
         if progress or (progress is None and _in_notebook()):
             stack.enter_context(_notebook_progress())
         kwargs = dict(metadata=metadata, sources=len(sources), on_partition=on_partition,
-                      source_files=sources)
+                      source_files=sources,
+                      isolate=_isolating(session.client, parts, conv, conv_opts, sources))
         if tokenizing:
             from .tokens.job import TokenJob
             job = TokenJob(bag, out, write_opts, token_opts, **kwargs)

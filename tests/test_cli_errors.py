@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+import dask_prep as dp
+
 from dask_prep.write.output import MANIFEST
 
 from helpers import env_without_client, write
@@ -169,15 +171,23 @@ def convert(path):
 
 
 @pytest.mark.slow
-def test_killed_worker_names_the_partition_and_the_fix(tmp_path, corpus):
+def test_a_file_that_needs_more_memory_than_a_worker_has_is_its_error_naming_the_fix(tmp_path, corpus):
+    """Its worker is killed for memory every time it is tried: the file is listed, the
+    others arrive; asked to stop at the first failure, one line names the file."""
     write(tmp_path / "hog.py", HOG)
-    r = dask_prep(tmp_path, "run", corpus, "-o", tmp_path / "o", "--converter", "hog.py:convert",
-                  "--workers", "1", "--memory-limit", "300MB", timeout=300)
-    assert r.returncode == 1, r.stderr
-    lines = [line for line in r.stderr.splitlines() if line.startswith("dask-prep: ")]
-    assert len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
-    line = lines[0]
-    assert "WorkerKilledError: partition 0 (3 source(s): " in line
-    assert str(corpus / "-doc 1::ü[1].txt") in line
-    assert "--memory-limit" in line and "--partition-size" in line
-    assert not os.path.exists(tmp_path / "o" / MANIFEST)
+    run = ["run", corpus, "--converter", "hog.py:convert", "--workers", "1", "--memory-limit", "300MB"]
+    r = dask_prep(tmp_path, *run, "-o", tmp_path / "o", timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "Traceback" not in r.stderr, r.stderr
+    ds = dp.open(tmp_path / "o")
+    assert sorted(rec["text"] for rec in ds) == ["Hello world 0. Second sentence 0.",
+                                                 "Hello world 2. Second sentence 2."]
+    [error] = ds.errors()
+    assert error["path"] == str(corpus / "-doc 1::ü[1].txt") and error["error"] == "WorkerKilled"
+    assert "more memory than a worker has" in error["message"] and "--memory-limit" in error["message"]
+    strict = dask_prep(tmp_path, *run, "-o", tmp_path / "strict", "--on-error", "raise", timeout=300)
+    assert strict.returncode == 1, strict.stderr
+    lines = [line for line in strict.stderr.splitlines() if line.startswith("dask-prep: ")]
+    assert len(lines) == 1 and "Traceback" not in strict.stderr, strict.stderr
+    assert f"{corpus / '-doc 1::ü[1].txt'}: WorkerKilled" in lines[0] and "--memory-limit" in lines[0]
+    assert not os.path.exists(tmp_path / "strict" / MANIFEST)

@@ -148,3 +148,61 @@ def test_a_keyboard_interrupt_in_the_main_thread_still_stops_the_run(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         dp.write_shards(bag, tmp_path / "out")
     assert not (tmp_path / "out" / ".manifest.json").exists()
+
+
+KILLING = textwrap.dedent("""
+    import ctypes, os
+    from dask_prep.ingest.converters import jsonl
+
+    def convert(path):
+        name = os.path.basename(path)
+        if "osexit" in name:
+            os._exit(7)
+        if "segv" in name:
+            ctypes.string_at(0)  # a segmentation fault, as a broken C extension gives
+        return jsonl(path)
+""")
+
+
+def cli(*args, cwd):
+    import subprocess
+    from helpers import dask_prep_cli, env_without_client
+    return subprocess.run(dask_prep_cli() + [str(a) for a in args], capture_output=True, text=True,
+                          cwd=cwd, env=env_without_client(), timeout=240)
+
+
+@pytest.mark.slow  # real worker processes killed and restarted, through the CLI
+def test_a_file_that_kills_its_worker_is_its_error_and_the_rest_completes(tmp_path):
+    import time
+    src = corpus(tmp_path / "in", **{"c_osexit.jsonl": "{}\n", "good2_segv.jsonl": "{}\n"})
+    write(tmp_path / "conv.py", KILLING)
+    (tmp_path / "exclude.txt").write_text("c_osexit.jsonl\ngood2_segv.jsonl\n")
+    run = ["run", src, "--converter", f"{tmp_path / 'conv.py'}:convert", "--workers", "2",
+           "--partition-size", "8192", "--shard-size", "7"]
+    t0 = time.perf_counter()
+    res = cli(*run, "-o", tmp_path / "out", cwd=tmp_path)
+    seconds = time.perf_counter() - t0
+    assert res.returncode == 0, res.stderr
+    assert "Traceback" not in res.stderr, res.stderr
+    ds = dp.open(tmp_path / "out")
+    assert sorted(r["text"] for r in ds) == good_texts()
+    assert sorted((os_path(e["path"]), e["error"]) for e in ds.errors()) == [
+        ("c_osexit.jsonl", "WorkerKilled"), ("good2_segv.jsonl", "WorkerKilled")]
+    assert all("killed the worker process" in e["message"] for e in ds.errors())
+    # the same records as a run told to leave the two files out
+    clean = cli(*run, "-o", tmp_path / "clean", "--exclude", tmp_path / "exclude.txt", cwd=tmp_path)
+    assert clean.returncode == 0, clean.stderr
+    assert sorted(r["text"] for r in dp.open(tmp_path / "clean")) == sorted(r["text"] for r in ds)
+    # the same command again: complete, nothing converted
+    again = cli(*run, "-o", tmp_path / "out", cwd=tmp_path)
+    assert again.returncode == 0 and "already complete" in again.stdout, again.stdout + again.stderr
+    # asked to stop at the first failure, it stops naming the file
+    strict = cli(*run, "-o", tmp_path / "strict", "--on-error", "raise", "-q", cwd=tmp_path)
+    assert strict.returncode == 1 and strict.stderr.count("\n") == 1, strict.stderr
+    assert "c_osexit.jsonl: WorkerKilled" in strict.stderr
+    print(f"POISON: 2 worker-killing files among {len(GOOD)} good: exit 0 in {seconds:.2f} s, "
+          "records identical to a run excluding them")
+
+
+def os_path(path: str) -> str:
+    return path.rsplit("/", 1)[-1]

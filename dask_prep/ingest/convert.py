@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import threading
+import uuid
 from dataclasses import replace
 from collections.abc import Iterable, Iterator
 from itertools import islice
@@ -85,25 +86,69 @@ def conversion_identity(conv: Converter, opts: ConvertOptions) -> str:
 
 
 def bag_of(parts: list[tuple[Piece, ...]], conv: Converter, opts: ConvertOptions | None = None,
-           sources: Sources | None = None) -> db.Bag:
+           sources: Sources | None = None, skip: dict | None = None) -> db.Bag:
     """The bag of an existing plan (:func:`~dask_prep.ingest.plan.plan_partitions`): one task a partition.
 
     Each partition's key is a sha256 over the converter's identity and each of
     its pieces with its source's size and modification stamp (from ``sources``),
     so the key of a partition changes exactly when one of its sources does.
+    ``skip`` maps sources known to kill the worker converting them
+    (:func:`find_poison`) to why: they are their errors, never converted (a
+    fact about the source and converter, so not part of the key).
     """
     opts = opts or ConvertOptions()
     identity = conversion_identity(conv, opts)
     stamps = {s.path: (s.size, s.modified) for s in sources} if sources is not None else {}
     keys = [_partition_key(identity, part, stamps) for part in parts]
-    name = "dask-prep-convert-" + hashlib.sha256("".join(keys).encode()).hexdigest()[:32]
+    skip = skip or {}
+    name = "dask-prep-convert-" + hashlib.sha256(
+        ("".join(keys) + json.dumps(sorted(skip.items()))).encode()).hexdigest()[:32]
     # Each partition's pieces travel as one JSON string: Dask neither walks nor
     # pickles 80,000 tuples one by one (a graph of 50,000 dataclass instances
     # reached the workers ~0.4 s later).
     reading = (opts.on_error, opts.storage_options, opts.max_decompressed)
-    tasks = {(name, i): (convert_partition, json.dumps(pieces), conv, reading, name, i)
+    tasks = {(name, i): (convert_partition, json.dumps(pieces), conv,
+                         reading + (_skipped(pieces, skip),) if skip else reading, name, i)
              for i, pieces in enumerate(parts)}
     return conversion_bag(name, tasks, len(parts), {"identity": identity, "partitions": keys})
+
+
+def _skipped(pieces, skip: dict) -> dict:
+    return {piece.path: skip[piece.path] for piece in pieces if piece.path in skip}
+
+
+def find_poison(client, pieces, conv: Converter, opts: ConvertOptions) -> dict:
+    """The sources among ``pieces`` that kill the worker converting them: each
+    converted alone, one task at a time (a dying worker takes the blame for
+    every task it holds), its records dropped.
+
+    Returns ``{path: why}``. A source whose task ends in Dask's ``KilledWorker``
+    (a crash in native code, ``os._exit``, or more memory than a worker has)
+    is one; a source that merely fails is not (its conversion reports it).
+    """
+    reading = (opts.on_error, opts.storage_options, opts.max_decompressed)
+    poison = {}
+    for piece in pieces:
+        if piece.path in poison:
+            continue
+        future = client.submit(_probe, json.dumps([piece]), conv, reading, pure=False,
+                               key=f"dask-prep-probe-{uuid.uuid4().hex}")
+        try:
+            future.result()
+        except Exception as exc:
+            if type(exc).__name__ == "KilledWorker":
+                poison[piece.path] = (
+                    "killed the worker process converting it, every time it was tried (a crash "
+                    "in native code, os._exit, or more memory than a worker has: see --memory-limit)")
+        finally:
+            future.release()
+    return poison
+
+
+def _probe(pieces: str, conv: Converter, reading: tuple) -> int:
+    """Convert pieces and count their records (a probe for :func:`find_poison`)."""
+    conversion = convert_partition(pieces, conv, reading, "dask-prep-probe", 0)
+    return sum(len(chunk) for _, chunks in conversion.pieces(10_000) for chunk in chunks if chunk)
 
 
 def _partition_key(identity: str, part, stamps: dict) -> str:
@@ -122,8 +167,8 @@ def convert_partition(pieces: str | list, conv: Converter, reading: tuple, layer
     """
     if isinstance(pieces, str):
         pieces = [Piece(*p) for p in json.loads(pieces)]
-    on_error, storage_options, *limit = reading
-    return Conversion(pieces, conv, on_error, storage_options, (layer, index), *limit)
+    on_error, storage_options, *more = reading
+    return Conversion(pieces, conv, on_error, storage_options, (layer, index), *more)
 
 
 class Conversion(Iterator):
@@ -137,8 +182,10 @@ class Conversion(Iterator):
     """
 
     def __init__(self, pieces: list[Piece], conv: Converter, on_error: str,
-                 storage_options: dict | None, tag: tuple, max_decompressed=("x", 100.0)):
+                 storage_options: dict | None, tag: tuple, max_decompressed=("x", 100.0),
+                 skip: dict | None = None):
         self.piece_list, self.conv, self.on_error, self.tag = pieces, conv, on_error, tag
+        self.skip = skip or {}  # {path: why}: sources never converted (bag_of)
         self.storage_options = storage_options or None
         self.max_decompressed = max_decompressed
         self.errors: list[SourceError] = []
@@ -157,6 +204,11 @@ class Conversion(Iterator):
             yield piece, self._convert(piece, chunk)
 
     def _convert(self, piece: Piece, chunk: int | None) -> Iterator[list | None]:
+        if piece.path in self.skip:
+            if not piece.start:  # once for a source split in byte ranges
+                self.errors.append(SourceError(piece.path, "WorkerKilled", self.skip[piece.path]))
+            yield None
+            return
         ctx, records, failed = SourceContext(piece.path, self.on_error,
                                                      max_decompressed=self.max_decompressed), None, False
         while not failed:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import signal
 import threading
 from contextlib import contextmanager
@@ -211,6 +212,30 @@ def dask_session(options=None, *, timeout: float | None = None, **fields):
         yield session
 
 
+#: Seconds to wait for the embedded cluster to close: a worker that will not
+#: stop is killed with the process that owns it, never waited for forever.
+CLOSE_TIMEOUT = 20
+
+
+def _close(thing) -> None:
+    """Close the embedded client or cluster, waiting at most :data:`CLOSE_TIMEOUT`."""
+    try:
+        thing.close(timeout=CLOSE_TIMEOUT)
+    except TimeoutError:
+        logger.warning("the local Dask cluster did not close within %ds; its processes end with "
+                       "this one", CLOSE_TIMEOUT)
+
+
+def _settle(client, n: int, timeout: float = 10) -> None:
+    """Let a worker the nanny is restarting (one that a task killed) finish
+    starting before the cluster closes: one closed halfway through its start
+    prints a traceback of Dask's own."""
+    try:
+        client.wait_for_workers(n, timeout=timeout)
+    except Exception:  # (a timeout: close it anyway)
+        logger.debug("closing the cluster with fewer than %d workers", n, exc_info=True)
+
+
 def _worker_log_level() -> int:
     """The workers log errors (a task's failure is also raised to the caller),
     or less if the caller quietened ``distributed`` further (the CLI does, since
@@ -256,7 +281,9 @@ def _local_cluster(n: int, memory_limit, tls: bool | None = None):
             try:
                 yield Session(c, link, n)
             finally:
-                c.close()
+                if not isinstance(sys.exc_info()[1], KeyboardInterrupt):  # (Ctrl-C: close at once)
+                    _settle(c, n)
+                _close(c)
         finally:
             if cluster is not None:
-                cluster.close()
+                _close(cluster)

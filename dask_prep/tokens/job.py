@@ -353,11 +353,16 @@ class TokenJob(WriteJob):
 
     def _convert(self) -> None:
         todo = [i for i in range(self.n) if i not in self.done]
-        name = "dask-prep-write-tokens-" + self.fingerprint[:32]  # (a killed worker names it)
+        if not self.attempt:  # (on a later attempt, done in this run)
+            self.resumed = self.n - len(todo)
+        name = f"dask-prep-write-tokens-{self.fingerprint[:32]}-{self.attempt}"  # (a killed worker names it)
         tasks = fused_tasks(self.bag, tokenize_partition, name,
                             [(i, self.keys[i]) for i in range(self.n)], self.tspec)
         execute(self._ready() + [tasks[i] for i in todo], self._finished)
-        self.resumed = self.n - len(todo)
+
+    def _use(self, bag) -> None:
+        super()._use(bag)
+        self.tspec = replace(self.tspec, write=self.spec)
 
     def _finished(self, result) -> list:
         if isinstance(result, tuple):  # a shard was cut

@@ -164,16 +164,33 @@ class _EarlyMerges:
 
     def ready(self, res: PartResult, done: dict) -> list:
         """Delayed merges that became possible now that ``res`` is done."""
-        if self.fmt.has_schema and self.spec.schema is None and res.schema is not None:
-            self.schema = commit.unify_or_none(self.fmt, [s for s in (self.schema, res.schema) if s])
-            self.clash = self.clash or self.schema is None  # commit redoes what clashes
+        self._note(res)
         full = []
         while self.next in done:
+            self._note(done[self.next])  # (done before res, in an earlier attempt: not seen yet)
             full += self.plan.add(done[self.next].remainder)
             self.next += 1
         if self.clash:
             return []
         return [dask.delayed(_merge_early)(self.spec, k, self.plan.groups[k], self.schema) for k in full]
+
+    def _note(self, res: PartResult) -> None:
+        """The schema of the partitions seen so far (a merge's records need it)."""
+        if self.fmt.has_schema and self.spec.schema is None and res.schema is not None \
+                and res.schema != self.schema:
+            self.schema = commit.unify_or_none(self.fmt, [s for s in (self.schema, res.schema) if s])
+            self.clash = self.clash or self.schema is None  # commit redoes what clashes
+
+
+def killed_partition(exc: BaseException) -> int | None:
+    """The partition whose write task ``exc`` (Dask's ``KilledWorker``) names."""
+    if type(exc).__name__ != "KilledWorker":
+        return None
+    key = getattr(exc, "task", None)
+    if isinstance(key, tuple) and len(key) == 2 and str(key[0]).startswith("dask-prep-write-") \
+            and isinstance(key[1], int):
+        return key[1]
+    return None
 
 
 def _raise_fatal(res: PartResult) -> None:
@@ -198,8 +215,10 @@ class WriteJob:
 
     def __init__(self, bag: db.Bag, out: OutputDir, opts: WriteOptions, *,
                  metadata: dict | None = None, sources: int | None = None,
-                 on_partition: Callable | None = None, source_files: Sources | None = None):
+                 on_partition: Callable | None = None, source_files: Sources | None = None,
+                 isolate: Callable | None = None):
         self.bag, self.out, self.opts = bag, out, opts
+        self.isolate, self.attempt = isolate, 0
         self.source_files = source_files
         self.metadata, self.on_partition = metadata or {}, on_partition
         self.limit = opts.error_limit(sources) if (sources is not None or opts.max_errors is not None) else None
@@ -226,7 +245,7 @@ class WriteJob:
                 return existing
             commit.undo_renames(self.out)  # a commit killed part way: its shards go back
             self._resume()
-            self._convert()
+            self._convert_isolating()
             t_commit = time.perf_counter()
             self._redo_conflicts()
             return self._commit(t_commit)
@@ -326,19 +345,41 @@ class WriteJob:
 
     # -- run ------------------------------------------------------------------------
 
+    def _convert_isolating(self) -> None:
+        """Convert; when a partition's task kills its workers (Dask's
+        ``KilledWorker``), ask ``isolate(index)`` for the bag to go on with (its
+        sources that kill a worker on their own become their errors) and
+        convert again: the partitions done are kept, the rest completes."""
+        while True:
+            try:
+                return self._convert()
+            except Exception as exc:
+                index = killed_partition(exc)
+                bag = self.isolate(index) if index is not None and self.isolate else None
+                if bag is None:
+                    raise
+                logger.info("partition %d killed its workers: its sources were isolated", index)
+                self._use(bag)
+
+    def _use(self, bag: db.Bag) -> None:
+        """Go on with ``bag``: the same partitions and keys, new task names."""
+        self.bag, self.attempt = bag, self.attempt + 1
+        self.spec = replace(self.spec, conversion_layers=tuple(conversion_layers(bag)))
+
     def _tasks(self, spec: WriteSpec) -> list:
         name = "dask-prep-write-" + hashlib.sha256(
-            f"{self.fingerprint}{spec.schema}{spec.schema_is_hint}".encode()).hexdigest()[:32]
+            f"{self.fingerprint}{spec.schema}{spec.schema_is_hint}{self.attempt}".encode()).hexdigest()[:32]
         return fused_tasks(self.bag, write_partition, name, [(i, self.keys[i]) for i in range(self.n)], spec)
 
     def _convert(self) -> None:
         todo = [i for i in range(self.n) if i not in self.done]
+        if not self.attempt:  # (on a later attempt, done in this run)
+            self.resumed = self.n - len(todo)
         self.early = _EarlyMerges(self.spec)
         merges = [t for i in sorted(self.done) for t in self.early.ready(self.done[i], self.done)]
         tasks = self._tasks(self.spec)
         if todo:
             execute(merges + [tasks[i] for i in todo], self._finished)
-        self.resumed = self.n - len(todo)
 
     def _finished(self, result) -> list:
         """One partition (or early merge) finished: constant work, more tasks maybe."""
