@@ -167,8 +167,12 @@ KILLING = textwrap.dedent("""
 def cli(*args, cwd):
     import subprocess
     from helpers import dask_prep_cli, env_without_client
+    # Dask's SpecCluster gives up a worker not back within this time (15 s by default):
+    # a loaded machine restarting workers that a file kills in turn once waited forever
+    # for workers after it did. Short, it happens at nearly every kill.
+    env = dict(env_without_client(), DASK_DISTRIBUTED__DEPLOY__LOST_WORKER_TIMEOUT="100ms")
     return subprocess.run(dask_prep_cli() + [str(a) for a in args], capture_output=True, text=True,
-                          cwd=cwd, env=env_without_client(), timeout=240)
+                          cwd=cwd, env=env, timeout=240)
 
 
 @pytest.mark.slow  # real worker processes killed and restarted, through the CLI

@@ -2,6 +2,7 @@
 or an embedded ``LocalCluster`` bound to 127.0.0.1 (dashboard included)."""
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import sys
@@ -212,6 +213,26 @@ def dask_session(options=None, *, timeout: float | None = None, **fields):
         yield session
 
 
+@functools.cache
+def _own_local_cluster():
+    """Dask's ``LocalCluster``, except that it never gives a worker up.
+
+    ``SpecCluster`` closes a worker's nanny for good when no worker of its name
+    is back ``distributed.deploy.lost-worker-timeout`` (15 s) after one was
+    lost: meant for a batch job that vanished. A local nanny is in this process
+    and restarts its worker itself; under load, with a file that kills each
+    worker it is given, the check could fall between two restarts, close every
+    nanny, and leave the run waiting for workers forever.
+    """
+    from distributed import LocalCluster
+    from distributed.deploy.cluster import Cluster
+
+    class OwnLocalCluster(LocalCluster):
+        def _update_worker_status(self, op, msg):
+            Cluster._update_worker_status(self, op, msg)  # (not SpecCluster's)
+    return OwnLocalCluster
+
+
 #: Seconds to wait for the embedded cluster to close: a worker that will not
 #: stop is killed with the process that owns it, never waited for forever.
 CLOSE_TIMEOUT = 20
@@ -249,7 +270,7 @@ def _local_cluster(n: int, memory_limit, tls: bool | None = None):
     (``Security.temporary()``), so that no other local user can connect to its
     scheduler and run code as this user; default: dask config
     ``dask-prep.local-tls`` (True)."""
-    from distributed import Client, LocalCluster
+    from distributed import Client
     from distributed.security import Security
 
     # Workers import the writer (pyarrow and all) while they start, which
@@ -270,7 +291,7 @@ def _local_cluster(n: int, memory_limit, tls: bool | None = None):
                     tls = dask.config.get("dask-prep.local-tls", True)
                 security = Security.temporary() if tls else None
                 with dask.config.set({"distributed.worker.multiprocessing-method": method}):
-                    cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
+                    cluster = _own_local_cluster()(n_workers=n, threads_per_worker=1, processes=True,
                                            host="127.0.0.1", dashboard_address="127.0.0.1:0",
                                            memory_limit=memory_limit, preload=WORKER_PRELOAD,
                                            env=environ, silence_logs=_worker_log_level(), security=security)
