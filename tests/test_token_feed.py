@@ -9,6 +9,7 @@ import os
 from collections import Counter
 from pathlib import Path
 
+import dask.bag as db
 import numpy as np
 import pytest
 from tokenizers import Tokenizer
@@ -189,3 +190,26 @@ def test_the_streams_own_workers_tokenize_in_one_thread_and_the_caller_is_left_a
         got = rows(list(st)).ravel().tolist()
     text = Tokenizer.from_file(str(tok)).decode(got)
     assert "threads=1" in text and dict(os.environ) == before
+
+
+def test_a_packed_stream_resumed_at_another_world_size_yields_every_batch_once(client, tok, docs):
+    root, _ = docs
+    whole, _ = streamed(root, tok)
+    with dp.stream(root, tokenizer=tok, seq_len=L, batch_size=4, ordered=True, partition_size=5000,
+                   rank=0, world_size=2) as s:
+        for _ in range(7):
+            next(s)
+        state = s.state_dict()  # ranks 0 and 1 consumed 7 batches each: whole[:14]
+    with dp.stream(root, tokenizer=tok, seq_len=L, batch_size=4, ordered=True, partition_size=5000) as s:
+        s.load_state_dict(state)
+        rest = list(s)
+    assert len(rest) == len(whole) - 14
+    assert all(np.array_equal(a["input_ids"], b["input_ids"]) for a, b in zip(rest, whole[14:]))
+
+
+def test_a_bag_of_strings_is_packed_too(client, tok):
+    texts = [f"document {i} " + " ".join(f"w{j % 17}" for j in range(3 + 5 * i)) for i in range(30)]
+    bag = db.from_sequence(texts, npartitions=4)
+    with dp.stream(bag, tokenizer=tok, seq_len=L, batch_size=4, ordered=True) as st:
+        got = rows(list(st))
+    assert st.partitions == 4 and np.array_equal(got, sequences(serial_stream(tok, texts)))
