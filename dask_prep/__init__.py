@@ -29,6 +29,7 @@ _LAZY = {
     ".read.stream": ("BatchStream", "stream"),
     ".runner": ("RunResult", "run"),
     ".read.report": ("Report", "report"),
+    ".tokens.train": ("train_tokenizer",),
     ".tokens.vocab": ("Vocab", "build_vocab", "token_ids", "with_token_ids"),
     ".write.formats": ("ShardFile", "ShardFormat", "register_format"),
     ".write.job": ("write_shards",),
@@ -44,7 +45,7 @@ __all__ = [
     "split_sentences", "words", "report_bad_item", "DaskPrepError", "ConversionError",
     "ConverterNotFoundError", "CorruptShardError", "ManifestError", "OutputExistsError", "PickleNotAllowedError",
     "SchemaMismatchError", "TokenizerError", "TokenOptions", "build_vocab", "Vocab", "token_ids", "with_token_ids",
-    "BatchIterator", "stream", "BatchStream", "report", "Report", "__version__",
+    "BatchIterator", "stream", "BatchStream", "report", "Report", "train_tokenizer", "__version__",
 ]
 
 

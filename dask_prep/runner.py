@@ -19,7 +19,7 @@ from .errors import ConversionError, NoSourcesError, UnguardedScriptError, Worke
 from .ingest.sources import Sources, discover
 from .paths import absolute, is_url
 from .options import ClusterOptions, ConvertOptions, TokenOptions, WriteOptions, split
-from .runtime.cluster import dask_session
+from .runtime.cluster import dask_session, tokenizer_threads
 from .runtime.execute import ON_SUBMIT
 from .write.job import WriteJob
 from .write.output import OutputDir, check_writable
@@ -191,27 +191,6 @@ def _in_notebook() -> bool:
         return False
     shell = get_ipython()
     return shell is not None and "IPKernelApp" in getattr(shell, "config", {})
-
-
-@contextmanager
-def _worker_threads(tokenizing: bool):
-    """Local workers started meanwhile tokenize in one thread each.
-
-    A LocalCluster runs one single-threaded worker process per core;
-    ``encode_batch`` would add a Rust thread pool of one thread per core in
-    each of them (oversubscription). ``RAYON_NUM_THREADS=1`` goes into the
-    workers' environment only (Dask's ``distributed.nanny.environ``, for the
-    workers started inside this block), never into this process's; a value
-    already set in the environment wins. Workers of a given cluster keep
-    their own environment.
-    """
-    if not tokenizing:
-        yield
-        return
-    import dask
-    import distributed  # noqa: F401  (its defaults load first: the block restores only our key)
-    with dask.config.set({"distributed.nanny.environ.RAYON_NUM_THREADS": "1"}):
-        yield
 
 
 @contextmanager
@@ -403,7 +382,7 @@ def run(inputs, output, *, convert: ConvertOptions | None = None, write: WriteOp
         with ThreadPoolExecutor(1) as pool:
             # find the files and plan the tasks while the cluster's worker processes start
             prepared = pool.submit(prepare)
-            with _worker_threads(tokenizing):
+            with tokenizer_threads(tokenizing):
                 session = stack.enter_context(dask_session(where))
             sources, summary, parts, bag = prepared.result()
         if sources.missing:

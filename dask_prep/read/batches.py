@@ -63,7 +63,7 @@ from .prefetch import Prefetcher
 from .ragged import Ragged
 
 __all__ = ["BatchOptions", "BatchIterator", "iter_batches", "EpochPlan", "plan_epoch", "rank_plan",
-           "next_generation"]
+           "next_generation", "default_column"]
 
 STATE_VERSION = 2
 
@@ -472,6 +472,14 @@ def _check_columns(ds, opts: BatchOptions) -> None:
                         "turn words into ids first (dask_prep.with_token_ids or token_ids)")
 
 
+def default_column(ds) -> str:
+    """The column batches read when not told: ``input_ids`` for token records
+    (a dataset made with a tokenizer, or a token format's), else ``token_ids``."""
+    if "tokens" in ds.manifest:
+        return "input_ids"
+    return get_format(ds.format).ids_column or "token_ids"
+
+
 def iter_batches(ds, batch_size: int, **options) -> BatchIterator:
     """Padded batches ``{column: int32[B, L], "lengths": int32[B], **columns}`` of ``ds``.
 
@@ -483,7 +491,8 @@ def iter_batches(ds, batch_size: int, **options) -> BatchIterator:
         Records per batch (the last batch of a rank's part may be smaller
         unless ``drop_last``).
     **options
-        Keyword-only fields of :class:`BatchOptions`: ``column="token_ids"``,
+        Keyword-only fields of :class:`BatchOptions`: ``column`` (default
+        ``"input_ids"`` for token datasets, else ``"token_ids"``: :func:`default_column`),
         ``columns=()`` (more per-record fields to include), ``pad_value=0``,
         ``max_len=None`` (truncate longer rows), ``drop_last=False``,
         ``shuffle=None`` or a seed, ``shuffle_buffer=None`` (records per
@@ -493,7 +502,10 @@ def iter_batches(ds, batch_size: int, **options) -> BatchIterator:
         ``pad_to_equal=False`` (a rank one record short gets a row of length 0,
         so every rank yields the same number of batches, as ``drop_last`` does
         by leaving records out).
+
+    Packed sequences (``run(..., tokenizer=, seq_len=L)``) all have ``L``
+    tokens, so their batches are dense ``int32[B, L]``: no padding.
     """
-    opts = BatchOptions(batch_size, **options)
+    opts = BatchOptions(batch_size, **{"column": default_column(ds), **options})
     _check_columns(ds, opts)
     return BatchIterator(ShardSource.of(ds), opts)

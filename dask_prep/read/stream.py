@@ -26,11 +26,11 @@ uninterrupted stream would have yielded from there.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-
-import hashlib
+from contextlib import ExitStack
+from dataclasses import dataclass, field, replace
 
 import dask.bag as db
 import numpy as np
@@ -39,11 +39,12 @@ from dask.delayed import Delayed
 from ..errors import ConversionError
 from ..ingest import side_channel
 from ..ingest.convert import Conversion, to_bag
-from ..options import ClusterOptions, ConvertOptions, split
-from ..runtime.cluster import dask_session
+from ..options import ClusterOptions, ConvertOptions, TokenOptions, split
+from ..runtime.cluster import dask_session, tokenizer_threads
 from ..runtime.graph import conversion_layers, culled, fused_tasks
 from .batches import PadOptions, _positive
 from .ragged import Ragged
+from .token_stream import TokenCutter, TokenStreamSpec, token_spec, tokenize_for_stream
 
 __all__ = ["stream", "BatchStream", "StreamOptions", "pack_partition"]
 
@@ -87,6 +88,9 @@ class Packed:
     errors: list = field(default_factory=list)
     fatal: str | None = None  # message of the error that on_error="raise" stops on
 
+    records = property(lambda self: len(self.rows))
+    tokens = property(lambda self: self.rows.tokens)
+
 
 def pack_partition(records, index: int, spec: _PackSpec) -> Packed:
     """The task run for each partition: records -> :class:`Packed` (module-level, pickles)."""
@@ -99,15 +103,16 @@ def pack_partition(records, index: int, spec: _PackSpec) -> Packed:
     return Packed(index, rows, side_channel.drain({(layer, index) for layer in spec.convert_layers}))
 
 
-def _pack_tasks(bag: db.Bag, spec: _PackSpec) -> list[Delayed]:
-    """One delayed per partition, fused with the bag's chain (records never leave the task).
+def _pack_tasks(bag: db.Bag, fn, spec) -> list[Delayed]:
+    """One delayed ``fn(records, index, spec)`` per partition, fused with the bag's
+    chain (records never leave the task).
 
     Each carries only its own part of the graph: submitting one partition at a
     time with the whole graph would cost time in proportion to the partitions
     (measured: 0.13 s per submit at 200 partitions, 0.46 s at 1,000; 13 ms culled).
     """
-    name = "dask-prep-pack-" + hashlib.sha256(f"{bag.name}{spec}".encode()).hexdigest()[:32]
-    return culled(fused_tasks(bag, pack_partition, name, [(i,) for i in range(bag.npartitions)], spec))
+    name = f"dask-prep-{fn.__name__}-" + hashlib.sha256(f"{bag.name}{spec}".encode()).hexdigest()[:32]
+    return culled(fused_tasks(bag, fn, name, [(i,) for i in range(bag.npartitions)], spec))
 
 
 def _finished(client, tasks: list, limit: int, ordered: bool, start: int = 0) -> Iterator[Packed]:
@@ -158,46 +163,76 @@ class _Tally:
     errors: list = field(default_factory=list)
     partitions: int = 0
     records: int = 0
+    tokens: int = 0
     batches: int = 0               # handed over (before a resume included)
     position: tuple = (0, 0)       # where the next batch of the whole stream starts: (partition, row)
     cut: int = 0                   # batches of the whole stream (all ranks) before it
     round_end: tuple = (0, 0)      # where the round of the last batch handed over ends
 
-    def received(self, packed: Packed) -> Ragged:
+    def received(self, packed):
+        """``packed`` (a :class:`Packed` or :class:`~dask_prep.read.token_stream.Tokens`), counted."""
         if packed.fatal:
             raise ConversionError(packed.fatal)
         for err in packed.errors:
             logger.info("skipped %s: %s: %s", err.path, err.error, err.message)
             self.errors.append(err.to_dict())
         self.partitions += 1
-        self.records += len(packed.rows)
-        return packed.rows
+        self.records += packed.records
+        self.tokens += packed.tokens
+        return packed
 
 
-def _batches(bag: db.Bag, o: StreamOptions, session_options: ClusterOptions, tally: _Tally) -> Iterator[dict]:
+class _RowCutter:
+    """Partitions' rows, as they are handed over, cut into padded batches:
+    ``(make, after)`` as :class:`~dask_prep.read.token_stream.TokenCutter` gives."""
+
+    def __init__(self, o: StreamOptions, first: int = 0, skip: int = 0):
+        self.o, self.first, self.skip = o, first, skip
+        self.pad = dict(column=o.column, pad_value=o.pad_value, max_len=o.max_len)
+        self.carry, self.held = Ragged.empty(o.columns), _Held()
+
+    def add(self, packed: Packed) -> Iterator[tuple]:
+        new = packed.rows
+        start = self.skip if packed.index == self.first else 0
+        new = new.slice(min(start, len(new)), len(new)) if start else new
+        self.held.add(packed.index, start, len(new))
+        rows = Ragged.concat([self.carry, new])
+        ready, self.carry = _cut(rows, self.o.batch_size)
+        for idx in ready:
+            yield (lambda idx=idx: rows.pad(idx, **self.pad)), self.held.take(self.o.batch_size)
+
+    def finish(self, end: tuple) -> Iterator[tuple]:
+        carry = self.carry
+        if len(carry) and not self.o.drop_last:
+            yield (lambda: carry.pad(np.arange(len(carry)), **self.pad)), end
+
+
+def _batches(bag: db.Bag, o: StreamOptions, session_options: ClusterOptions, tally: _Tally,
+             tokens: TokenStreamSpec | None = None) -> Iterator[dict]:
     """The stream's work. It holds no reference to the BatchStream, so a stream
     dropped after ``break`` is freed at once, and this generator with it: its
     ``finally`` cancels the partitions in flight and closes a cluster it started."""
-    pad = dict(column=o.column, pad_value=o.pad_value, max_len=o.max_len)
-    tasks = _pack_tasks(bag, _PackSpec(o.column, o.columns, tuple(conversion_layers(bag))))
+    layers = tuple(conversion_layers(bag))
     first, skip = tally.position
-    ranks = _Ranks(o, tally)
-    with dask_session(session_options) as session:
+    if tokens is None:
+        tasks = _pack_tasks(bag, pack_partition, _PackSpec(o.column, o.columns, layers))
+        cutter = _RowCutter(o, first, skip)
+    else:
+        tasks = _pack_tasks(bag, tokenize_for_stream, replace(tokens, convert_layers=layers))
+        cutter = TokenCutter(tokens, batch_size=o.batch_size, column=o.column, max_len=o.max_len,
+                             drop_last=o.drop_last, first=first, skip=skip)
+    ranks, end = _Ranks(o, tally), (len(tasks), 0)
+    with ExitStack() as stack:
+        with tokenizer_threads(tokens is not None):
+            session = stack.enter_context(dask_session(session_options))
         # a cluster whose workers have not joined yet still gets work to wait for
         limit = o.max_in_flight or max(2 * session.workers, 2)
-        carry, held = Ragged.empty(o.columns), _Held()
         for packed in _finished(session.client, tasks, limit, o.ordered, start=first):
-            new = tally.received(packed)
-            start = skip if packed.index == first else 0
-            new = new.slice(min(start, len(new)), len(new)) if start else new
-            held.add(packed.index, start, len(new))
-            rows = Ragged.concat([carry, new])
-            ready, carry = _cut(rows, o.batch_size)
-            for idx in ready:
-                yield from ranks.cut(lambda idx=idx, rows=rows: rows.pad(idx, **pad), held.take(o.batch_size))
-        if len(carry) and not o.drop_last:
-            yield from ranks.cut(lambda: carry.pad(np.arange(len(carry)), **pad), (len(tasks), 0))
-        yield from ranks.end((len(tasks), 0))
+            for make, after in cutter.add(tally.received(packed)):
+                yield from ranks.cut(make, after)
+        for make, after in cutter.finish(end):
+            yield from ranks.cut(make, after)
+        yield from ranks.end(end)
 
 
 class _Ranks:
@@ -259,29 +294,33 @@ class BatchStream:
     """Padded batches as the cluster makes them; iterate once, then it is closed.
 
     ``errors`` lists the sources that failed so far (dicts as in
-    ``.errors.jsonl``); ``partitions`` and ``records`` count what arrived.
+    ``.errors.jsonl``); ``partitions``, ``records`` (documents, for a
+    tokenizing stream) and ``tokens`` count what arrived.
     """
 
-    def __init__(self, bag: db.Bag, options: StreamOptions, session: ClusterOptions):
-        self.bag, self.options, self._session = bag, options, session
+    def __init__(self, bag: db.Bag, options: StreamOptions, session: ClusterOptions,
+                 tokens: TokenStreamSpec | None = None):
+        self.bag, self.options, self._session, self._tokens = bag, options, session, tokens
         self._tally = _Tally()
         self._gen = None
 
     errors = property(lambda self: self._tally.errors)
     partitions = property(lambda self: self._tally.partitions)
     records = property(lambda self: self._tally.records)
+    tokens = property(lambda self: self._tally.tokens)
 
     def __iter__(self) -> BatchStream:
         return self
 
     def __next__(self) -> dict:
         if self._gen is None:
-            self._gen = _batches(self.bag, self.options, self._session, self._tally)
+            self._gen = _batches(self.bag, self.options, self._session, self._tally, self._tokens)
         return next(self._gen)
 
     def state_dict(self) -> dict:
         """Where the stream is after the batches handed over so far (small, JSON):
-        take it once the consumer has committed them. Needs ``ordered=True``."""
+        take it once the consumer has committed them. Needs ``ordered=True``.
+        ``row`` is a row of the partition, or for a tokenizing stream a token of it."""
         if not self.options.ordered:
             raise ValueError("only an ordered stream resumes (stream(..., ordered=True)): "
                              "unordered, the batches depend on which partition finished first")
@@ -290,7 +329,8 @@ class BatchStream:
                 "cut": self._tally.cut, "round": list(self._tally.round_end),
                 "bag": self.bag.name, "partitions": self.bag.npartitions,
                 "batch_size": self.options.batch_size, "drop_last": self.options.drop_last,
-                "rank": self.options.rank, "world_size": self.options.world_size}
+                "rank": self.options.rank, "world_size": self.options.world_size,
+                **({"tokens": self._tokens.identity()} if self._tokens else {})}
 
     def load_state_dict(self, state: dict) -> None:
         """Continue from ``state`` (:meth:`state_dict` of the same stream); call before iterating.
@@ -306,7 +346,7 @@ class BatchStream:
         differ = sorted(k for k in saved if k not in position and state.get(k) != saved[k])
         if state.get("version") != 1 or differ:
             raise ValueError(f"cannot resume this stream from that state: {', '.join(differ) or 'version'} "
-                             "differ; resume the same inputs, converter and batch options")
+                             "differ; resume the same inputs, converter, tokenizer and batch options")
         self._tally.batches = state["batches"]
         if state["world_size"] == self.options.world_size:  # each rank goes on exactly
             self._tally.position, self._tally.cut = (state["partition"], state["row"]), state["cut"]
@@ -345,7 +385,9 @@ def stream(data, *, batch_size: int, options: ConvertOptions | None = None,
         client), and the fields of :class:`StreamOptions`:
         ``column="token_ids"``, ``columns=()``, ``pad_value=0``,
         ``max_len=None``, ``drop_last=False``, ``ordered=False``,
-        ``max_in_flight=None`` (2 per worker), ``rank=0``, ``world_size=1``.
+        ``max_in_flight=None`` (2 per worker), ``rank=0``, ``world_size=1``;
+        and to pack token ids, the fields of :class:`~dask_prep.options.TokenOptions`
+        (``tokenizer``, ``seq_len``, ``text_field``, ``bos``, ``eos``, ``last``).
 
     Several trainer ranks can stream from one cluster: each calls ``stream``
     with its ``rank`` and the same ``world_size`` (and ``ordered=True``) on a
@@ -358,10 +400,22 @@ def stream(data, *, batch_size: int, options: ConvertOptions | None = None,
 
     Batches are ``{column: int32[B, L], "lengths": int32[B], **columns}``
     as from :meth:`dask_prep.ShardSet.iter_batches`.
+
+    With ``tokenizer=T, seq_len=L`` the workers encode each document's text
+    and the stream packs the token ids, in source order, into sequences of
+    ``L``: batches are dense ``{"input_ids": int32[B, L], "lengths": int32[B]}``
+    (``column`` renames ``input_ids``), ordered, exactly the sequences
+    ``dp.run(..., tokenizer=T, seq_len=L)`` writes (see
+    :mod:`dask_prep.read.token_stream`; unordered, what still holds). Local
+    workers tokenize in one thread each, as in ``run``.
     """
     given = {ConvertOptions: options, ClusterOptions: cluster}
-    conv, where, o = split({**fields, "batch_size": batch_size}, ConvertOptions, ClusterOptions,
-                           StreamOptions, given={k: v for k, v in given.items() if v is not None})
+    if fields.get("tokenizer") is not None:
+        fields = {"column": "input_ids", **fields}
+    conv, where, o, tok = split({**fields, "batch_size": batch_size}, ConvertOptions, ClusterOptions,
+                                StreamOptions, TokenOptions,
+                                given={k: v for k, v in given.items() if v is not None})
+    tokens = token_spec(tok, columns=o.columns) if tok.tokenizer is not None else None
     if not isinstance(data, db.Bag):
         data = to_bag(data, options=conv)
-    return BatchStream(data, o, where)
+    return BatchStream(data, o, where, tokens)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import functools
 import importlib
 
-from .batches import BatchOptions, iter_batches
+from .batches import BatchOptions, default_column, iter_batches
 
 __all__ = ["to_torch"]
 
@@ -107,4 +107,4 @@ def to_torch(shardset, batch_size: int, **options):
     ``options`` are those of ``iter_batches``. Tensors share memory with the
     numpy batches (no copy).
     """
-    return _dataset_class()(shardset, batch_size, options)
+    return _dataset_class()(shardset, batch_size, {"column": default_column(shardset), **options})

@@ -11,7 +11,7 @@ import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-__all__ = ["Session", "dask_session", "default_workers"]
+__all__ = ["Session", "dask_session", "default_workers", "tokenizer_threads"]
 
 logger = logging.getLogger(__name__)
 
@@ -163,6 +163,27 @@ def _start_fork_server(environ: dict) -> None:
     if getattr(forkserver._forkserver, "_forkserver_pid", None) is None:
         os.environ.update(environ)  # put back by _caller_left_alone
     forkserver.ensure_running()  # returns at once; the server imports in the background
+
+
+@contextmanager
+def tokenizer_threads(tokenizing: bool):
+    """Local workers started meanwhile tokenize in one thread each.
+
+    A LocalCluster runs one single-threaded worker process per core;
+    ``encode_batch`` would add a Rust thread pool of one thread per core in
+    each of them (oversubscription). ``RAYON_NUM_THREADS=1`` goes into the
+    workers' environment only (Dask's ``distributed.nanny.environ``, for the
+    workers started inside this block), never into this process's; a value
+    already set in the environment wins. Workers of a given cluster keep
+    their own environment.
+    """
+    if not tokenizing:
+        yield
+        return
+    import dask
+    import distributed  # noqa: F401  (its defaults load first: the block restores only our key)
+    with dask.config.set({"distributed.nanny.environ.RAYON_NUM_THREADS": "1"}):
+        yield
 
 
 @contextmanager

@@ -30,7 +30,6 @@ import dask
 import numpy as np
 
 from ..errors import ConversionError, EmptyDatasetError, SourceError
-from ..ingest.convert import Conversion
 from ..options import TokenOptions, WriteOptions
 from ..runtime.execute import execute
 from ..runtime.graph import fused_tasks
@@ -41,16 +40,14 @@ from ..write.output import WORK, OutputDir
 from ..write.partition import CHUNK, fewer_collections
 from ..write.results import ShardInfo
 from ..write.shards import WriteSpec, write_shard
-from .pack import Planner, ShardPlan, doc_starts_in, with_specials
+from .encode import DOCS, IDS, encode_partition
+from .pack import Planner, ShardPlan, doc_starts_in
 from .tokenizer import TokenizerRef, resolve_tokenizer
 
 __all__ = ["TokenJob", "TokenSpec", "TokenPart", "tokenize_partition", "write_token_shard",
            "token_schema"]
 
 logger = logging.getLogger(__name__)
-
-IDS, DOCS = np.dtype("<u4"), np.dtype("<i8")
-
 
 def token_schema(opts: TokenOptions):
     """The Arrow schema of token records (``list<int32>`` ids)."""
@@ -80,7 +77,7 @@ class TokenSpec:
 
     @property
     def pad_id(self) -> int:
-        return self.tokenizer.eos_id if self.tokenizer.eos_id is not None else 0
+        return self.tokenizer.pad_id
 
 
 @dataclass
@@ -139,75 +136,18 @@ def _load_part(out: OutputDir, index: int, key: str | None) -> TokenPart | None:
 # -- tokenize: one task a partition ---------------------------------------------------
 
 
-class _Texts:
-    """The text of each record of one piece; records without one are bad items."""
-
-    def __init__(self, field_name: str, path: str | None, errors: list):
-        self.field, self.path, self.errors, self.n = field_name, path, errors, 0
-
-    def __call__(self, records: list) -> list[str]:
-        texts = []
-        for rec in records:
-            self.n += 1
-            text = rec if isinstance(rec, str) else rec.get(self.field) if isinstance(rec, dict) else None
-            if isinstance(text, str):
-                texts.append(text)
-            else:
-                what = f"a {type(rec).__name__} record" if not isinstance(rec, dict) else (
-                    f"no text field {self.field!r}" if self.field not in rec else
-                    f"field {self.field!r} holds {type(rec[self.field]).__name__}, not text")
-                self.errors.append(SourceError(self.path or "<records>", "TextFieldError",
-                                               f"record {self.n}: {what}", self.n))
-        return texts
-
-
-def _pieces(records):
-    """``(path, chunks)`` of a conversion's pieces, or of records after other steps."""
-    if isinstance(records, Conversion) and not records.started:
-        yield from ((piece.path, chunks) for piece, chunks in records.pieces(CHUNK))
-        return
-    records = list(records)
-    yield None, iter([records[i:i + CHUNK] for i in range(0, len(records), CHUNK)])
-
-
 def tokenize_partition(records, index: int, key: str | None, spec: TokenSpec) -> TokenPart:
-    """The tokenize task of partition ``index`` (module-level, so it pickles by reference).
-
-    A piece that fails leaves no tokens (a file contributes all its documents
-    or none); a marker with today's ``key`` means it is done already.
+    """The tokenize task of partition ``index`` (module-level, so it pickles by reference):
+    :func:`~dask_prep.tokens.encode.encode_partition`, saved in the work folder.
+    A marker with today's ``key`` means it is done already.
     """
     done = _load_part(spec.out, index, key)
     if done is not None:
         return done
     t0 = time.perf_counter()
-    tok, part = spec.tokenizer, TokenPart(index, key)
-    arrays, lengths = [], []
-    try:
-        with fewer_collections():
-            for path, chunks in _pieces(records):
-                mark = len(arrays), len(lengths), part.empty, len(part.errors)
-                texts_of, ok = _Texts(spec.text_field, path, part.errors), True
-                for chunk in chunks:
-                    if chunk is None:
-                        ok = False
-                        break
-                    texts = texts_of(chunk)
-                    if not texts:
-                        continue
-                    flat, lens, empty = with_specials(tok.encode(texts), tok.bos_id, tok.eos_id)
-                    arrays.append(flat)
-                    lengths.append(lens)
-                    part.empty += empty
-                if not ok:  # the piece's error is in the conversion's errors
-                    del arrays[mark[0]:], lengths[mark[1]:], part.errors[mark[3]:]
-                    part.empty = mark[2]
-    except ConversionError as exc:
-        return TokenPart(index, key, fatal=("ConversionError", str(exc)))
-    if isinstance(records, Conversion):
-        part.errors = records.errors + part.errors
-    ids = np.concatenate(arrays) if arrays else np.empty(0, IDS)
-    lens = np.concatenate(lengths) if lengths else np.empty(0, DOCS)
-    part.tokens, part.documents = len(ids), len(lens)
+    part, ids, lens = encode_partition(records, TokenPart(index, key), spec.tokenizer, spec.text_field)
+    if part.fatal:
+        return part
     ids_name, docs_name, marker = _names(index)
     spec.out.write_atomic(ids_name, ids.astype(IDS, copy=False).tobytes())
     spec.out.write_atomic(docs_name, lens.astype(DOCS, copy=False).tobytes())

@@ -57,6 +57,11 @@ class TokenizerRef:
     eos_id: int | None = None
     data: str | None = None
 
+    @property
+    def pad_id(self) -> int:
+        """The id that pads a last sequence (``last="pad"``): EOS, else 0."""
+        return self.eos_id if self.eos_id is not None else 0
+
     def encode(self, texts: list[str]) -> list[list[int]]:
         """Each text's ids (no special tokens added), through the process's cached tokenizer."""
         return _encoder(self)(texts)

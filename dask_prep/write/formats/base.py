@@ -117,6 +117,9 @@ class ShardFormat:
     has_schema: ClassVar[bool] = False
     #: Whether reading runs code (pickle): :func:`dask_prep.open` then needs ``allow_pickle``.
     needs_trust: ClassVar[bool] = False
+    #: The field of id sequences every record of this format has (the token
+    #: formats: ``"input_ids"``); batches read that column unless told otherwise.
+    ids_column: ClassVar[str | None] = None
     #: Exceptions of :meth:`batch` or :meth:`write` that mean a record the format
     #: cannot hold (its source is left out and reported, not the run stopped).
     record_errors: ClassVar[tuple] = (TypeError, ValueError, pickle.PicklingError, AttributeError)

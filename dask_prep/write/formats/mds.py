@@ -130,6 +130,7 @@ class MDSFormat(ShardFormat):
     """MosaicML MDS shards and their ``index.json`` (see the module)."""
 
     name, suffix, dataset_files = "mds", ".mds", (INDEX,)
+    ids_column = "input_ids"
     record_errors = (ValueError, TypeError)
 
     def __init__(self, schema=None, *, vocab_size: int | None = None, dtype: str | None = None):

@@ -215,6 +215,8 @@ class TokenIdsFormat(ShardFormat):
     """What the formats of raw token ids share: a shard is its ids' bytes, as
     one :class:`TokenBatch`, plus companions (``companion_bytes``)."""
 
+    ids_column = "input_ids"
+
     def length(self, batch: TokenBatch) -> int:
         return len(batch)
 
