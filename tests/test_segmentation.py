@@ -88,6 +88,8 @@ def test_russian_abbreviations_and_yo():
     assert dp.words("Москва — столица России, т. е. главный город.") == [
         "Москва", "столица", "России", "т", "е", "главный", "город"]
     assert dp.words(nfd("Мой ёж")) == ["Мой", "ёж"]  # й and ё decomposed
+    assert dp.split_sentences("Мы купили хлеб, молоко и т. д. Потом пошли домой.") == [
+        "Мы купили хлеб, молоко и т. д.", "Потом пошли домой."]
 
 
 def test_german_decomposed_umlauts_come_out_composed():

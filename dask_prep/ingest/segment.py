@@ -122,14 +122,11 @@ def _abbreviation(text: str, begin: int, dot: int, following: int) -> bool:
         return False
     word = max(begin, text.rfind(" ", begin, dot) + 1, text.rfind("\n", begin, dot) + 1)
     core = text[word:dot].lstrip(_OPENERS)
-    if len(core) == 1:
-        return core.isalpha()  # an initial: J. R. R. Tolkien, z. B., т. е.
+    lower_next = text[following].islower() or text[following].isdigit()
+    if len(core) == 1:  # an initial (J. R. R. Tolkien), or one of z. B., т. е., и т. д.
+        return core.isupper() or (core.isalpha() and (lower_next or text[following + 1:following + 2] == "."))
     low = core.lower()
-    if low in _ALWAYS:
-        return True
-    if low in _BEFORE_LOWER or _DOTTED.fullmatch(core):
-        return text[following].islower() or text[following].isdigit()
-    return False
+    return low in _ALWAYS or (lower_next and (low in _BEFORE_LOWER or _DOTTED.fullmatch(core) is not None))
 
 
 # -- optional segmenters ----------------------------------------------------------
