@@ -233,11 +233,12 @@ def _group(key: str, build, *options):
     return decorate
 
 
-def _convert(converter, exclude, suffixes, on_error, encoding_errors, partition_size, max_decompressed):
+def _convert(converter, exclude, suffixes, on_error, encoding_errors, partition_size, max_decompressed,
+             segmenter, word_segmenter):
     limit = None if max_decompressed.strip().lower() in ("none", "0", "off") else max_decompressed
     return ConvertOptions(converter=converter, exclude=exclude, suffixes=suffixes, on_error=on_error,
                           encoding_errors=encoding_errors, partition_size=partition_size,
-                          max_decompressed=limit)
+                          max_decompressed=limit, segmenter=segmenter, word_segmenter=word_segmenter)
 
 
 convert_options = functools.partial(
@@ -253,7 +254,12 @@ convert_options = functools.partial(
                  help="input bytes per task, e.g. 64MB (default: automatic)"),
     click.option("--max-decompressed", default="100x", show_default=True,
                  help="fail a compressed source that decompresses past RATIOx its size (at least "
-                      "64 MiB) or past a SIZE such as 20GiB (a compression bomb); 'none': no limit"))
+                      "64 MiB) or past a SIZE such as 20GiB (a compression bomb); 'none': no limit"),
+    click.option("--segmenter", default="rules", show_default=True, metavar="rules|pysbd[:LANG]",
+                 help="sentences converter: how sentences are found (pysbd: pip install pysbd)"),
+    click.option("--word-segmenter", type=click.Choice(["rules", "jieba"]), default="rules",
+                 show_default=True, help="sentences converter: how words are found "
+                                         "(jieba: Chinese words; pip install jieba)"))
 
 
 def _write(format_, shard_size, overwrite, max_errors, allow_empty):

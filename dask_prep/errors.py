@@ -24,6 +24,7 @@ __all__ = [
     "EmptyFileError",
     "TooManyErrorsError",
     "ConverterNotFoundError",
+    "SegmenterNotInstalledError",
     "SourceError",
     "UnguardedScriptError",
     "WorkerKilledError",
@@ -99,6 +100,12 @@ class TokenizerError(DaskPrepError, ValueError):
 
 class ConverterNotFoundError(DaskPrepError, LookupError):
     """A converter name, ``module:func`` or ``file.py:func`` cannot be resolved."""
+
+
+class SegmenterNotInstalledError(DaskPrepError, ImportError):
+    """An optional segmenter was asked for (``segmenter="pysbd"``,
+    ``word_segmenter="jieba"``) but its package is not installed; the message
+    names the package and the ``pip install`` command."""
 
 
 @dataclass

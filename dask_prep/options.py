@@ -24,12 +24,15 @@ import os
 from dataclasses import dataclass, field, fields, replace
 
 __all__ = ["ConvertOptions", "WriteOptions", "ClusterOptions", "TokenOptions", "split", "ON_ERROR",
-           "ENCODING_ERRORS", "parse_size", "check_choice"]
+           "ENCODING_ERRORS", "SEGMENTERS", "WORD_SEGMENTERS", "parse_size", "check_choice"]
 
 #: What happens when a source fails: leave it out and list it, or stop the run.
 ON_ERROR = ("skip", "raise")
 #: What happens to invalid UTF-8 in built-in converters.
 ENCODING_ERRORS = ("strict", "replace")
+#: How the ``sentences`` converter finds sentences (``"pysbd:LANG"`` too) and words.
+SEGMENTERS = ("rules", "pysbd")
+WORD_SEGMENTERS = ("rules", "jieba")
 
 
 def check_choice(name: str, value, choices: tuple) -> None:
@@ -103,7 +106,10 @@ class ConvertOptions:
     in every task that reads them; ``max_decompressed`` is how far the readers
     decompress one compressed source before failing it (a compression bomb):
     ``"100x"`` (the default) its compressed size 100 times (never less than 64
-    MiB), or a size (``"20GiB"``), or ``None`` for no limit.
+    MiB), or a size (``"20GiB"``), or ``None`` for no limit. ``segmenter``
+    (``"rules"``, ``"pysbd"``, ``"pysbd:LANG"``) and ``word_segmenter``
+    (``"rules"``, ``"jieba"``) are options of the ``sentences`` converter
+    (:mod:`dask_prep.ingest.segment`).
     """
 
     converter: object = "text"
@@ -114,9 +120,13 @@ class ConvertOptions:
     exclude: object = None
     storage_options: dict = field(default_factory=dict)
     max_decompressed: object = "100x"
+    segmenter: str = "rules"
+    word_segmenter: str = "rules"
 
     def __post_init__(self):
         check_choice("encoding_errors", self.encoding_errors, ENCODING_ERRORS)
+        check_choice("segmenter", str(self.segmenter).partition(":")[0], SEGMENTERS)
+        check_choice("word_segmenter", self.word_segmenter, WORD_SEGMENTERS)
         object.__setattr__(self, "max_decompressed", decompression_limit(self.max_decompressed))
         check_choice("on_error", self.on_error, ON_ERROR)
         object.__setattr__(self, "partition_size", parse_size("partition_size", self.partition_size))

@@ -314,6 +314,12 @@ def _killed(exc: BaseException, parts: list) -> WorkerKilledError:
         "or --exclude the file")
 
 
+def _segmenters(opts: ConvertOptions) -> dict:
+    """The segmenters the manifest names: only those chosen (older manifests stay as they were)."""
+    chosen = {"segmenter": opts.segmenter, "word_segmenter": opts.word_segmenter}
+    return {k: v for k, v in chosen.items() if v != "rules"}
+
+
 def run(inputs, output, *, convert: ConvertOptions | None = None, write: WriteOptions | None = None,
         cluster: ClusterOptions | None = None, tokens: TokenOptions | None = None,
         progress: bool | None = None,
@@ -326,7 +332,8 @@ def run(inputs, output, *, convert: ConvertOptions | None = None, write: WriteOp
 
     - :class:`~dask_prep.options.ConvertOptions`: ``converter``, ``suffixes``,
       ``exclude``, ``on_error``, ``encoding_errors``, ``partition_size``,
-      ``storage_options``;
+      ``storage_options``, ``segmenter`` and ``word_segmenter`` (of
+      ``sentences``: ``"pysbd"``, ``"jieba"``);
     - :class:`~dask_prep.options.WriteOptions`: ``format``, ``shard_size``,
       ``schema``, ``overwrite``, ``max_errors`` (a count, or a fraction of the
       sources; by default the run fails only when every source failed, so a
@@ -366,7 +373,8 @@ def run(inputs, output, *, convert: ConvertOptions | None = None, write: WriteOp
     out = OutputDir(output, conv_opts.storage_options)
     _check_not_an_input(out, inputs)
     check_writable(out, write_opts.overwrite)  # before starting a cluster
-    conv = resolve_converter(conv_opts.converter, encoding_errors=conv_opts.encoding_errors)
+    conv = resolve_converter(conv_opts.converter, encoding_errors=conv_opts.encoding_errors,
+                             segmenter=conv_opts.segmenter, word_segmenter=conv_opts.word_segmenter)
     if _starts_local_cluster(where):
         check_guarded_main()
     with ExitStack() as stack:
@@ -395,7 +403,8 @@ def run(inputs, output, *, convert: ConvertOptions | None = None, write: WriteOp
                                 "encoding_errors": conv_opts.encoding_errors,
                                 "max_decompressed": list(conv_opts.max_decompressed or ()) or None,
                                 "suffixes": list(conv_opts.suffixes or ()),
-                                "exclude": _exclude_name(conv_opts.exclude)}}
+                                "exclude": _exclude_name(conv_opts.exclude),
+                                **_segmenters(conv_opts)}}
         if on_start:
             on_start(session, sources, bag.npartitions)
         if on_partition:

@@ -47,7 +47,8 @@ def test_jsonl_bad_lines_reported_with_numbers_good_kept(tmp_path):
 
 def test_resolve_builtin_binds_encoding_errors():
     conv = resolve_converter("sentences", encoding_errors="replace")
-    assert conv.name == "sentences" and dict(conv.options) == {"errors": "replace"}
+    assert conv.name == "sentences" and dict(conv.options) == {
+        "errors": "replace", "segmenter": "rules", "word_segmenter": "rules"}
     assert conv.splittable and resolve_converter("jsonl").splittable and not resolve_converter("text").splittable
 
 

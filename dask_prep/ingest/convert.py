@@ -59,13 +59,15 @@ def to_bag(sources: Sources | str | os.PathLike | Iterable, converter=None, *,
         :class:`~dask_prep.errors.ConversionError` naming the file),
         ``partition_size`` (bytes of input per task; automatic by default),
         ``encoding_errors`` (``"strict"`` or ``"replace"``), ``suffixes``,
-        ``exclude`` and ``storage_options`` (passed to the readers of remote
-        sources in every task).
+        ``exclude``, ``storage_options`` (passed to the readers of remote
+        sources in every task), and for ``sentences`` ``segmenter``
+        (``"pysbd"``) and ``word_segmenter`` (``"jieba"``).
     """
     if converter is not None:
         fields["converter"] = converter
     (opts,) = split(fields, ConvertOptions, given={ConvertOptions: options} if options else None)
-    conv = resolve_converter(opts.converter, encoding_errors=opts.encoding_errors)
+    conv = resolve_converter(opts.converter, encoding_errors=opts.encoding_errors,
+                             segmenter=opts.segmenter, word_segmenter=opts.word_segmenter)
     if not isinstance(sources, Sources):
         sources = discover(sources, suffixes=opts.suffixes or None, exclude=opts.exclude,
                            storage_options=opts.storage_options)

@@ -7,18 +7,21 @@ Built-ins, by name:
 ``lines``      one record per non-blank line: ``{"text"}``
 ``jsonl``      one record per JSON line (a malformed line is reported, the rest kept)
 ``csv``        one record per row, keyed by the header: ``{column: str}``
-``sentences``  one record per sentence: ``{"text", "words"}``; Unicode-aware,
-               sentence ends include 。！？ and each CJK character is a word
+``sentences``  one record per sentence: ``{"text", "words"}``, segmented for any script
+               (:mod:`dask_prep.ingest.segment`): NFC text, letters kept with their
+               marks, abbreviations and initials do not end a sentence, each CJK
+               character is a word; options ``segmenter="pysbd"`` and
+               ``word_segmenter="jieba"``
 
 A user converter is any callable taking a path, or ``"module:func"`` or
 ``"path/to/file.py:func"``. Functions from files that workers cannot import are
 shipped by value, so a converter in a script or notebook needs no installing.
 
 >>> import dask_prep as dp
->>> dp.split_sentences("Hello there. 你好世界。Bye!")
-['Hello there.', '你好世界。', 'Bye!']
->>> dp.words("It's 3 o'clock 你好")
-['It', 's', '3', 'o', 'clock', '你', '好']
+>>> dp.split_sentences("Hello there, Dr. Who. 你好世界。Bye!")
+['Hello there, Dr. Who.', '你好世界。', 'Bye!']
+>>> dp.words("It's 3 o'clock 你好 नमस्ते")
+['It', 's', '3', 'o', 'clock', '你', '好', 'नमस्ते']
 """
 from __future__ import annotations
 
@@ -43,23 +46,10 @@ from ..paths import printable
 from ..runtime.shipping import ByValue, shippable
 from .bad_items import report_bad_item
 from .readers import iter_lines, read_paragraphs, read_text
+from .segment import check_segmenters, split_sentences, versions, words
 
 __all__ = ["Converter", "register_converter", "resolve_converter", "converter_names",
            "split_sentences", "words"]
-
-_CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002fa1f"
-_WORD = re.compile(rf"[{_CJK}]|[^\W{_CJK}]+")
-_SENTENCE_END = re.compile(r"(?<=[.!?…])\s+|(?<=[。！？])\s*|\n\s*\n")
-
-
-def split_sentences(text: str) -> list[str]:
-    """Split text into sentences at . ! ? … followed by space, at 。！？, and at blank lines."""
-    return [s for s in (p.strip() for p in _SENTENCE_END.split(text)) if s]
-
-
-def words(sentence: str) -> list[str]:
-    """Word tokens: runs of letters/digits; each CJK character is a token of its own."""
-    return _WORD.findall(sentence)
 
 
 # -- built-in converters ------------------------------------------------------
@@ -93,10 +83,11 @@ def csv(path: str, *, errors: str = "strict", storage_options: dict | None = Non
 
 
 def sentences(path: str, *, errors: str = "strict", start=None, end=None,
-              storage_options: dict | None = None) -> Iterator[dict]:
+              storage_options: dict | None = None, segmenter: str = "rules",
+              word_segmenter: str = "rules") -> Iterator[dict]:
     text = read_paragraphs(path, start, end, errors, storage_options=storage_options)
-    for sentence in split_sentences(text):
-        toks = _WORD.findall(sentence)
+    for sentence in split_sentences(text, segmenter=segmenter):
+        toks = words(sentence, word_segmenter=word_segmenter)
         if toks:
             yield {"text": sentence, "words": toks}
 
@@ -112,13 +103,16 @@ class Converter:
     lines, or for ``sentences`` the paragraphs, that start in that range), so one
     large uncompressed file can be converted in parallel pieces. A converter
     whose function takes a ``storage_options`` keyword is given the run's (for
-    remote sources); others open their sources themselves.
+    remote sources); others open their sources themselves. ``depends`` names
+    what else decides its records, as ``(name, version)`` pairs (for
+    ``sentences``: the segmentation rules, the Unicode data, the segmenters).
     """
 
     name: str
     fn: Callable
     splittable: bool = False
     options: tuple = ()
+    depends: tuple = ()
 
     def __call__(self, path: str, start: int | None = None, end: int | None = None, *,
                  storage_options: dict | None = None) -> Iterable:
@@ -136,8 +130,10 @@ class Converter:
     @functools.cached_property
     def identity(self) -> str:
         """What decides this converter's records: its name, options and code
-        (a sha256 of the code it runs; the dask-prep version for built-ins)."""
-        return f"{self.name}|{sorted(self.options)}|{callable_identity(self.fn)}"
+        (a sha256 of the code it runs; the dask-prep version for built-ins) and
+        what else it depends on."""
+        ident = f"{self.name}|{sorted(self.options)}|{callable_identity(self.fn)}"
+        return ident + (f"|{list(self.depends)}" if self.depends else "")
 
 
 def _takes_storage_options(fn: Callable) -> bool:
@@ -198,9 +194,22 @@ def register_converter(name: str, fn: Callable, *, splittable: bool = False,
     _REGISTRY[name] = (fn, splittable)
 
 
-def resolve_converter(spec, *, encoding_errors: str = "strict") -> Converter:
-    """Turn a name, ``module:func``, ``file.py:func`` or callable into a :class:`Converter`."""
+def resolve_converter(spec, *, encoding_errors: str = "strict", segmenter: str = "rules",
+                      word_segmenter: str = "rules") -> Converter:
+    """Turn a name, ``module:func``, ``file.py:func`` or callable into a :class:`Converter`.
+
+    ``segmenter`` and ``word_segmenter`` are options of the built-in
+    ``sentences`` converter (:func:`~dask_prep.ingest.segment.split_sentences`,
+    :func:`~dask_prep.ingest.segment.words`); another converter refuses them.
+    """
     check_choice("encoding_errors", encoding_errors, ENCODING_ERRORS)
+    check_segmenters(segmenter, word_segmenter)
+    if isinstance(spec, str) and spec == "sentences" and _REGISTRY[spec][0] is sentences:
+        return _sentences(encoding_errors, segmenter, word_segmenter)
+    if (segmenter, word_segmenter) != ("rules", "rules"):
+        raise ValueError(f"segmenter and word_segmenter are options of the built-in 'sentences' "
+                         f"converter, not of {getattr(spec, 'name', spec)!r}; give it "
+                         "dask_prep.resolve_converter('sentences', segmenter=...) instead")
     if isinstance(spec, Converter):
         return spec
     if isinstance(spec, str) and spec in _REGISTRY:
@@ -215,6 +224,11 @@ def resolve_converter(spec, *, encoding_errors: str = "strict") -> Converter:
     raise ConverterNotFoundError(
         f"unknown converter {spec!r}; use one of {', '.join(converter_names())}, "
         "'module:func', 'path/to/file.py:func' or a Python callable")
+
+
+def _sentences(encoding_errors: str, segmenter: str, word_segmenter: str) -> Converter:
+    options = (("errors", encoding_errors), ("segmenter", segmenter), ("word_segmenter", word_segmenter))
+    return Converter("sentences", sentences, True, options, versions(segmenter, word_segmenter))
 
 
 def _load(spec: str) -> Callable:
