@@ -19,7 +19,7 @@ from .errors import NoSourcesError, UnguardedScriptError, WorkerKilledError
 from .ingest.sources import Sources, discover
 from .paths import absolute, is_url
 from .options import ClusterOptions, ConvertOptions, TokenOptions, WriteOptions, split
-from .runtime.cluster import dask_session
+from .runtime.cluster import dask_session, starts_local_cluster
 from .runtime.execute import ON_SUBMIT
 from .write.job import WriteJob
 from .write.output import OutputDir, check_writable
@@ -233,13 +233,6 @@ def _notebook_progress():
         ON_SUBMIT.reset(token)
 
 
-def _starts_local_cluster(where: ClusterOptions) -> bool:
-    if where.client is not None or where.scheduler is not None:
-        return False
-    from .runtime.execute import current_client
-    return where.workers is not None or current_client() is None
-
-
 def _guard_lines(path: str) -> list[tuple[int, int]]:
     """The line ranges of ``if __name__ == "__main__":`` blocks in the script at ``path``."""
     try:
@@ -362,7 +355,7 @@ def run(inputs, output, *, convert: ConvertOptions | None = None, write: WriteOp
     _check_not_an_input(out, inputs)
     check_writable(out, write_opts.overwrite)  # before starting a cluster
     conv = resolve_converter(conv_opts.converter, encoding_errors=conv_opts.encoding_errors)
-    if _starts_local_cluster(where):
+    if starts_local_cluster(where):
         check_guarded_main()
     with ExitStack() as stack:
         def prepare():
