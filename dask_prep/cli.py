@@ -487,6 +487,31 @@ def run_cmd(inputs, output, convert, write, tokens, cluster, quiet):
          progress=False)
 
 
+@main.command("plan")
+@click.argument("inputs", nargs=-1)
+@click.option("-o", "--output", help="the output the run would write (never read as input)")
+@convert_options()
+@write_options()
+@click.option("--config", "config_file", is_eager=True, expose_value=False, callback=_defaults_from,
+              help="a run's TOML or YAML file (as 'dask-prep run --config')")
+@click.option("--like", is_eager=True, expose_value=False, callback=_defaults_from, metavar="OUT",
+              help="the inputs and options the dataset in OUT was made with")
+def plan_cmd(inputs, output, convert, write):
+    """Print what 'dask-prep run' would do with INPUT...: sources, bytes, partitions,
+    missing and excluded inputs, converter, expected shards; starts no cluster and
+    converts nothing."""
+    if not inputs:
+        _check_inputs(inputs, "-")
+    from .dry_run import plan_run
+    try:
+        plan = plan_run(list(inputs), output, convert=convert, write=write)
+    except (ConverterNotFoundError, ValueError) as exc:
+        raise _Usage(_one_line(exc)) from None
+    except (DaskPrepError, OSError) as exc:
+        raise _Fail(f"{type(exc).__name__}: {_one_line(exc)}") from None
+    click.echo(plan.summary())
+
+
 def _security(ca_file, cert, key):
     if not (ca_file or cert or key):
         return None
