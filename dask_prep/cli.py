@@ -467,19 +467,24 @@ def _check_inputs(inputs, output):
 @token_options()
 @cluster_options()
 @click.option("-q", "--quiet", is_flag=True, help="print only the summary")
+@click.option("--dry-run", is_flag=True, help="print the plan ('dask-prep plan') and stop: no cluster, "
+                                               "nothing converted or written")
 @click.option("--config", "config_file", is_eager=True, expose_value=False, callback=_defaults_from,
               help="TOML or YAML file of this command's options by name (inputs, shard-size, ...); "
                    "options on the command line win")
 @click.option("--like", is_eager=True, expose_value=False, callback=_defaults_from, metavar="OUT",
               help="repeat the inputs and options the dataset in OUT was made with (other options "
                    "given win)")
-def run_cmd(inputs, output, convert, write, tokens, cluster, quiet):
+def run_cmd(inputs, output, convert, write, tokens, cluster, quiet, dry_run):
     """Convert INPUT... (files, directories, globs, @lists, URLs) into shards in OUTPUT.
 
     An option not given comes from --config FILE, then --like OUT, then dask config
     (the dask-prep section: ~/.config/dask/*.yaml, DASK_DASK_PREP__SHARD_SIZE=...),
     then the built-in default."""
     _check_inputs(inputs, output)
+    if dry_run:
+        _print_plan(inputs, output, convert, write, tokens.seq_len)
+        return
     if quiet:  # the summary (or the error) only, no warnings
         logging.getLogger("dask_prep").setLevel(logging.ERROR)
     write = dataclasses.replace(write, on_error=convert.on_error)
@@ -502,9 +507,13 @@ def plan_cmd(inputs, output, convert, write):
     converts nothing."""
     if not inputs:
         _check_inputs(inputs, "-")
+    _print_plan(inputs, output, convert, write)
+
+
+def _print_plan(inputs, output, convert, write, seq_len=None):
     from .dry_run import plan_run
     try:
-        plan = plan_run(list(inputs), output, convert=convert, write=write)
+        plan = plan_run(list(inputs), output, convert=convert, write=write, seq_len=seq_len)
     except (ConverterNotFoundError, ValueError) as exc:
         raise _Usage(_one_line(exc)) from None
     except (DaskPrepError, OSError) as exc:
@@ -576,16 +585,18 @@ def info(output, as_json):
     if as_json:
         click.echo(json.dumps(m.to_json(), indent=1))
         return
+    from dask.utils import format_bytes
     src = m.get("sources", {})
     sizes = sorted({s["records"] for s in m["shards"]})
+    nbytes = sum(s["bytes"] for s in m["shards"])
     lines = [
         ("dataset", output),
         ("format", f"{m['format']} (layout version {m['version']})"),
         ("records", f"{m['total_records']:,}"),
         ("shards", f"{len(m['shards']):,} of {m['shard_size']:,} records "
                    f"(record counts seen: {', '.join(map(str, sizes)) or '-'})"),
-        ("bytes", f"{sum(s['bytes'] for s in m['shards']):,}"),
-        ("sources", f"{src.get('count', '?'):,} files, {src.get('bytes', 0):,} bytes"
+        ("bytes", f"{format_bytes(nbytes)} ({nbytes:,})"),
+        ("sources", f"{src.get('count', '?'):,} files, {format_bytes(src.get('bytes', 0))}"
                     if src else "(written from a bag)"),
         ("converter", str(m.get("converter", "-"))),
         ("errors", describe_errors(m)),

@@ -34,10 +34,12 @@ class RunPlan:
     shard_size: int
     partition_size: int | None
     missing: list = field(default_factory=list)
+    #: ``seq_len`` when records are packed token sequences (their number is known after tokenizing).
+    seq_len: int | None = None
 
     @property
     def records_known(self) -> bool:
-        return self.converter in ONE_PER_SOURCE
+        return self.converter in ONE_PER_SOURCE and self.seq_len is None
 
     @property
     def expected_shards(self) -> int | None:
@@ -49,8 +51,9 @@ class RunPlan:
         if n is not None:
             return (f"{n:,} ({len(self.sources):,} records if every source converts: one record per "
                     f"source; {self.shard_size:,} a shard)")
-        return (f"unknown before converting (converter {self.converter!r}: records per source vary); "
-                f"total records / {self.shard_size:,}, rounded up")
+        why = (f"sequences of {self.seq_len:,} tokens" if self.seq_len else
+               f"converter {self.converter!r}: records per source vary")
+        return f"unknown before converting ({why}); total records / {self.shard_size:,}, rounded up"
 
     def rows(self) -> list[tuple[str, str]]:
         from dask.utils import format_bytes
@@ -69,9 +72,10 @@ class RunPlan:
 
 
 def plan_run(inputs, output=None, *, convert: ConvertOptions | None = None,
-             write: WriteOptions | None = None, **options) -> RunPlan:
-    """The :class:`RunPlan` of ``run(inputs, output, **options)``; options
-    other than conversion and writing ones are refused as ``run`` would."""
+             write: WriteOptions | None = None, seq_len: int | None = None, **options) -> RunPlan:
+    """The :class:`RunPlan` of ``run(inputs, output, **options)`` (``seq_len``:
+    the run packs token sequences); options other than conversion and writing
+    ones are refused as ``run`` would."""
     given = {ConvertOptions: convert, WriteOptions: write}
     conv_opts, write_opts = split(options, ConvertOptions, WriteOptions,
                                   given={k: v for k, v in given.items() if v is not None})
@@ -84,4 +88,4 @@ def plan_run(inputs, output=None, *, convert: ConvertOptions | None = None,
                        storage_options=conv_opts.storage_options, outside=outside)
     parts = plan_partitions(sources, partition_size=conv_opts.partition_size, splittable=conv.splittable)
     return RunPlan(sources, parts, conv.name, write_opts.format, write_opts.shard_size,
-                   conv_opts.partition_size, list(sources.missing))
+                   conv_opts.partition_size, list(sources.missing), seq_len)

@@ -62,3 +62,15 @@ def test_plan_bad_usage_is_one_line_exit_2(tmp_path, corpus):
     assert r.returncode == 2 and "unknown converter 'nope'" in one_line(r)
     r = cli(tmp_path, "plan")
     assert r.returncode == 2 and "no INPUT given" in one_line(r)
+
+
+def test_run_dry_run_prints_the_plan_and_writes_nothing(tmp_path, corpus):
+    r = cli(tmp_path, "run", corpus, "-o", tmp_path / "out ü", "--dry-run", "--shard-size", "4")
+    assert r.returncode == 0, r.stderr
+    assert "2 (6 records if every source converts" in r.stdout
+    assert "dashboard" not in r.stderr and not (tmp_path / "out ü").exists()
+
+
+def test_packed_sequences_are_known_only_after_tokenizing(corpus):
+    plan = dp.plan_run([corpus], seq_len=128)
+    assert plan.expected_shards is None and "sequences of 128 tokens" in plan.summary()
