@@ -639,7 +639,8 @@ def demo_inputs() -> tuple[str, list[str]]:
 
 @main.command()
 @click.argument("output", default="dask-prep-demo")
-@click.option("--workers", type=click.IntRange(min=1), help="local worker processes (default: one per core)")
+@click.option("--workers", type=click.IntRange(min=1),
+              help="local worker processes (default: dask config dask-prep.workers, else dask.system.CPU_COUNT)")
 @click.option("--format", "format_", type=click.Choice(format_names()), default="parquet")
 @click.option("--overwrite", is_flag=True, help="replace an earlier demo output")
 def demo(output, workers, format_, overwrite):
