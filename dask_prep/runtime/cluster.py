@@ -244,7 +244,6 @@ def dask_session(options=None, *, timeout: float | None = None, **fields):
     :func:`default_workers` processes with one thread each (conversion holds
     the GIL).
     """
-    import dask
     from distributed import Client
 
     from ..options import ClusterOptions, split
