@@ -227,7 +227,9 @@ def worker_environ():
     return {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "PYTHONHASHSEED")} | {"fsspec": dict(fsspec.config.conf)}
 
 if __name__ == "__main__":
-    import distributed, dask_prep as dp
+    # distributed and dask_prep.config add their defaults to dask config on import, as
+    # Dask's downstream libraries do; a run must change nothing after that
+    import distributed, dask_prep as dp, dask_prep.config
     src, out = sys.argv[1], sys.argv[2]
     before = state()
     seen = []
