@@ -372,7 +372,20 @@ def _usage_in_one_line():
         if type(exc).__name__ == "NoArgsIsHelpError":
             raise
         hint = f" (see '{exc.ctx.command_path} -h')" if exc.ctx is not None else ""
+        origin = _origin(exc)
+        if origin:
+            hint = f" (from {origin})"
         raise _Usage(f"{exc.format_message()}{hint}") from None
+
+
+def _origin(exc: click.UsageError) -> str | None:
+    """The --config file or --like dataset a bad value came from, if it did."""
+    param, ctx = getattr(exc, "param", None), exc.ctx
+    if param is None or ctx is None or param.name is None:
+        return None
+    if ctx.get_parameter_source(param.name) is not click.core.ParameterSource.DEFAULT_MAP:
+        return None
+    return ctx.meta.get("dask_prep.origin", {}).get(param.name)
 
 
 class _Group(click.Group):
@@ -446,9 +459,21 @@ def _defaults_from(ctx, param, value):
             hint = f"did you mean {close[0]!r}? " if close else ""
             raise _Usage(f"{value}: unknown option {key!r}; {hint}keys are the options of "
                          "'dask-prep run' (shard-size, suffix, inputs, ...)")
-    ctx.meta[param.name] = {names[k]: v for k, v in values.items() if names[k] in mine}
+    ctx.meta[param.name] = {names[k]: _listed(ctx.command, names[k], v)
+                            for k, v in values.items() if names[k] in mine}
+    origin = ctx.meta.setdefault("dask_prep.origin", {})
+    for name in ctx.meta[param.name]:
+        if param.name == "config_file" or name not in origin:
+            origin[name] = value if param.name == "config_file" else f"--like {value}"
     ctx.default_map = {**ctx.meta.get("like", {}), **ctx.meta.get("config_file", {})}
     return value
+
+
+def _listed(command: click.Command, name: str, value):
+    """A single value for an option that takes several (``suffix = ".txt"``) as a list."""
+    param = next(p for p in command.params if p.name == name)
+    many = getattr(param, "multiple", False) or param.nargs == -1
+    return [value] if many and isinstance(value, (str, int, float)) else value
 
 
 def _check_inputs(inputs, output):

@@ -148,7 +148,15 @@ def test_a_bad_run_file_is_one_line_exit_2(tmp_path, corpus, text, expected):
     run_file = write(tmp_path / "bad run.toml", text + "\n")
     r = cli(tmp_path, "run", corpus, "--config", run_file, "-o", tmp_path / "o")
     line = one_line(r)
-    assert r.returncode == 2 and expected in line, line
+    assert r.returncode == 2 and expected in line and "bad run.toml" in line, line
+
+
+def test_one_value_for_a_repeatable_option(tmp_path, corpus):
+    write(corpus / "notes.md", "Not text.")
+    run_file = write(tmp_path / "run.yaml", "suffix: .txt\n")
+    r = cli(tmp_path, "plan", corpus, "--config", run_file)
+    assert r.returncode == 0, r.stderr
+    assert "5 files" in r.stdout
 
 
 def test_a_missing_run_file_is_one_line_exit_2(tmp_path, corpus):
