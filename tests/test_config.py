@@ -214,3 +214,20 @@ def test_options_of_a_manifest_feed_the_command_line():
     assert got == {"inputs": ["/d/in"], "format": "pickle", "shard-size": 3, "converter": "/d/c.py:f",
                    "max-decompressed": "1024", "exclude": "/d/skip.txt", "allow-empty": True,
                    "max-errors": 0.5}
+
+
+@pytest.mark.slow
+def test_like_repeats_a_packed_token_run(tmp_path, corpus):
+    from test_tokens import make_tokenizer
+    tok = make_tokenizer(tmp_path / "my tok ü.json")
+    r = cli(tmp_path, "run", corpus, "-o", tmp_path / "first", "--tokenizer", tok, "--seq-len", "8",
+            "--format", "tokens", "--shard-size", "3", "--bos", "none", "--workers", "1", "-q")
+    assert r.returncode == 0, r.stderr
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    r = cli(elsewhere, "run", "--like", tmp_path / "first", "-o", tmp_path / "second", "-q")
+    assert r.returncode == 0, r.stderr
+    first, second = (dp.open(tmp_path / n).manifest for n in ("first", "second"))
+    assert first["fingerprint"] == second["fingerprint"]
+    assert [s["sha256"] for s in first["shards"]] == [s["sha256"] for s in second["shards"]]
+    assert first["tokens"]["seq_len"] == 8
