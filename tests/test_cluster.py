@@ -341,3 +341,17 @@ def test_scheduler_file_as_dask_scheduler_writes_it(tmp_path):
         r = _run_marked(tmp_path, "out", "--scheduler-file", sfile, env={})
         assert r.returncode == 0, r.stderr
         assert _marks(tmp_path / "out") == {""} and "on 1 worker(s)" in r.stdout
+        res = dp.run([tmp_path / "in"], tmp_path / "py", scheduler_file=sfile)
+        assert res.workers == 1 and res.records == 4
+    with pytest.raises(ValueError, match="scheduler address or a number of workers"):
+        dp.ClusterOptions(scheduler_file=sfile, workers=2)
+
+
+def test_dask_config_scheduler_address_in_python(real_cluster, tmp_path):
+    import dask
+    make_corpus(tmp_path / "in", n=3)
+    with dask.config.set({"scheduler-address": real_cluster}):
+        seen = []
+        res = dp.run([tmp_path / "in"], tmp_path / "out",
+                     on_start=lambda session, sources, n: seen.append(session.client.scheduler.address))
+    assert res.records == 3 and seen == [real_cluster]
