@@ -23,6 +23,7 @@ _LAZY = {
                            "split_sentences", "words"),
     ".ingest.plan": ("plan_partitions",),
     ".ingest.sources": ("Source", "Sources", "discover"),
+    ".dry_run": ("RunPlan", "plan_run"),
     ".options": ("ClusterOptions", "ConvertOptions", "TokenOptions", "WriteOptions"),
     ".read.batches": ("BatchIterator",),
     ".read.shardset": ("ShardSet", "VerifyReport", "open", "verify"),
@@ -45,7 +46,8 @@ __all__ = [
     "split_sentences", "words", "report_bad_item", "DaskPrepError", "ConversionError",
     "ConverterNotFoundError", "CorruptShardError", "ManifestError", "OutputExistsError", "PickleNotAllowedError",
     "SchemaMismatchError", "TokenizerError", "TokenOptions", "build_vocab", "Vocab", "token_ids", "with_token_ids",
-    "BatchIterator", "stream", "BatchStream", "report", "Report", "train_tokenizer", "__version__",
+    "BatchIterator", "stream", "BatchStream", "report", "Report", "train_tokenizer", "plan_run", "RunPlan",
+    "__version__",
 ]
 
 

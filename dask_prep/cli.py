@@ -233,46 +233,61 @@ def _group(key: str, build, *options):
     return decorate
 
 
+def _given(**values) -> dict:
+    """The options given (on the command line, in a --config file, by --like);
+    the rest default to dask config (``dask_prep.config``)."""
+    return {k: v for k, v in values.items() if v is not None and v != ()}
+
+
 def _convert(converter, exclude, suffixes, on_error, encoding_errors, partition_size, max_decompressed,
              segmenter, word_segmenter):
-    limit = None if max_decompressed.strip().lower() in ("none", "0", "off") else max_decompressed
-    return ConvertOptions(converter=converter, exclude=exclude, suffixes=suffixes, on_error=on_error,
-                          encoding_errors=encoding_errors, partition_size=partition_size,
-                          max_decompressed=limit, segmenter=segmenter, word_segmenter=word_segmenter)
+    given = _given(converter=converter, exclude=exclude, suffixes=suffixes, on_error=on_error,
+                   encoding_errors=encoding_errors, partition_size=partition_size,
+                   max_decompressed=max_decompressed, segmenter=segmenter, word_segmenter=word_segmenter)
+    if max_decompressed is not None and str(max_decompressed).strip().lower() in ("none", "0", "off"):
+        given["max_decompressed"] = None
+    return ConvertOptions(**given)
+
+
+def _default(key: str) -> str:
+    return f"default: dask config dask-prep.{key}, else "
 
 
 convert_options = functools.partial(
     _group, "convert", _convert,
-    click.option("--converter", default="text", show_default=True,
-                 help=f"{'|'.join(converter_names())}, module:func or file.py:func"),
+    click.option("--converter",
+                 help=f"{'|'.join(converter_names())}, module:func or file.py:func "
+                      f"({_default('converter')}text)"),
     click.option("--exclude", callback=_existing_file, help="file of paths, basenames or globs to skip"),
     click.option("--suffix", "suffixes", multiple=True, help=SUFFIXES_HELP),
-    click.option("--on-error", type=click.Choice(["skip", "raise"]), default="skip", show_default=True),
-    click.option("--encoding-errors", type=click.Choice(["strict", "replace"]), default="strict",
-                 show_default=True, help="invalid UTF-8: fail the file, or replace bad bytes"),
+    click.option("--on-error", type=click.Choice(["skip", "raise"]), help=f"({_default('on-error')}skip)"),
+    click.option("--encoding-errors", type=click.Choice(["strict", "replace"]),
+                 help=f"invalid UTF-8: fail the file, or replace bad bytes ({_default('encoding-errors')}strict)"),
     click.option("--partition-size", callback=lambda ctx, p, v: _size(v, "--partition-size", 8192),
-                 help="input bytes per task, e.g. 64MB (default: automatic)"),
-    click.option("--max-decompressed", default="100x", show_default=True,
+                 help=f"input bytes per task, e.g. 64MB ({_default('partition-size')}automatic)"),
+    click.option("--max-decompressed",
                  help="fail a compressed source that decompresses past RATIOx its size (at least "
-                      "64 MiB) or past a SIZE such as 20GiB (a compression bomb); 'none': no limit"),
-    click.option("--segmenter", default="rules", show_default=True, metavar="rules|pysbd[:LANG]",
-                 help="sentences converter: how sentences are found (pysbd: pip install pysbd)"),
-    click.option("--word-segmenter", type=click.Choice(["rules", "jieba"]), default="rules",
-                 show_default=True, help="sentences converter: how words are found "
-                                         "(jieba: Chinese words; pip install jieba)"))
+                      "64 MiB) or past a SIZE such as 20GiB (a compression bomb); 'none': no limit "
+                      f"({_default('max-decompressed')}100x)"),
+    click.option("--segmenter", default=None, metavar="rules|pysbd[:LANG]",
+                 help="sentences converter: how sentences are found (pysbd: pip install pysbd) "
+                      "[default: rules]"),
+    click.option("--word-segmenter", type=click.Choice(["rules", "jieba"]), default=None,
+                 help="sentences converter: how words are found (jieba: Chinese words; pip install "
+                      "jieba) [default: rules]"))
 
 
 def _write(format_, shard_size, overwrite, max_errors, allow_empty):
-    return WriteOptions(format=format_, shard_size=shard_size, overwrite=overwrite,
-                        max_errors=max_errors, allow_empty=allow_empty)
+    return WriteOptions(**_given(format=format_, shard_size=shard_size, max_errors=max_errors),
+                        overwrite=overwrite, allow_empty=allow_empty)
 
 
 write_options = functools.partial(
     _group, "write", _write,
-    click.option("--format", "format_", type=click.Choice(format_names()), default="parquet",
-                 show_default=True),
-    click.option("--shard-size", type=click.IntRange(min=1), default=10_000, show_default=True,
-                 help="records per shard (all shards but the last are exact)"),
+    click.option("--format", "format_", type=click.Choice(format_names()),
+                 help=f"({_default('format')}parquet)"),
+    click.option("--shard-size", type=click.IntRange(min=1),
+                 help=f"records per shard, all but the last exact ({_default('shard-size')}10000)"),
     click.option("--overwrite", is_flag=True,
                  help="write into a folder holding other files, or replace a dataset"),
     click.option("--max-errors", callback=lambda ctx, p, v: _max_errors(v),
@@ -313,17 +328,31 @@ token_options = functools.partial(
                  help="each packed sequence lists where its documents start ('doc_starts')"))
 
 
-def _cluster(scheduler, workers, memory_limit, report, tls_ca_file, tls_cert, tls_key):
-    if scheduler and (workers or memory_limit):
-        raise ValueError("--workers and --memory-limit are for local workers; not with --scheduler")
+def _cluster(scheduler, scheduler_file, workers, memory_limit, report, tls_ca_file, tls_cert, tls_key):
+    if scheduler and scheduler_file:
+        raise ValueError("give --scheduler or --scheduler-file, not both")
+    if (scheduler or scheduler_file) and (workers or memory_limit):
+        flag = "--scheduler" if scheduler else "--scheduler-file"
+        raise ValueError(f"--workers and --memory-limit are for local workers; not with {flag}")
+    from .runtime.cluster import default_workers, local_memory_limit, scheduler_from_file
+    if scheduler_file:  # read now: a missing or foreign file is bad usage
+        scheduler = scheduler_from_file(scheduler_file)
+    elif not scheduler:  # dask config's local defaults checked now: bad usage too
+        default_workers(), local_memory_limit(memory_limit or "auto")
     return ClusterOptions(scheduler=scheduler, workers=workers, memory_limit=memory_limit or "auto",
                           report=report, security=_security(tls_ca_file, tls_cert, tls_key))
 
 
 cluster_options = functools.partial(
     _group, "cluster", _cluster,
-    click.option("--scheduler", help="address of a running Dask scheduler, e.g. tcp://host:8786"),
-    click.option("--workers", type=click.IntRange(min=1), help="local worker processes (default: one per core)"),
+    click.option("--scheduler", help="address of a running Dask scheduler, e.g. tcp://host:8786 "
+                                     "(default: dask config scheduler-address, DASK_SCHEDULER_ADDRESS, "
+                                     "unless --workers is given)"),
+    click.option("--scheduler-file", help="the JSON file 'dask scheduler --scheduler-file' writes "
+                                          "(HPC: on a shared file system)"),
+    click.option("--workers", type=click.IntRange(min=1),
+                 help="local worker processes (default: dask config dask-prep.workers, else "
+                      "dask.system.CPU_COUNT, which respects container CPU limits)"),
     click.option("--memory-limit", help="memory limit of each local worker, e.g. 500MB or 2GiB "
                                         "(default: the machine's memory shared among the workers)"),
     click.option("--report", type=click.Path(dir_okay=False),
@@ -350,7 +379,20 @@ def _usage_in_one_line():
         if type(exc).__name__ == "NoArgsIsHelpError":
             raise
         hint = f" (see '{exc.ctx.command_path} -h')" if exc.ctx is not None else ""
+        origin = _origin(exc)
+        if origin:
+            hint = f" (from {origin})"
         raise _Usage(f"{exc.format_message()}{hint}") from None
+
+
+def _origin(exc: click.UsageError) -> str | None:
+    """The --config file or --like dataset a bad value came from, if it did."""
+    param, ctx = getattr(exc, "param", None), exc.ctx
+    if param is None or ctx is None or param.name is None:
+        return None
+    if ctx.get_parameter_source(param.name) is not click.core.ParameterSource.DEFAULT_MAP:
+        return None
+    return ctx.meta.get("dask_prep.origin", {}).get(param.name)
 
 
 class _Group(click.Group):
@@ -394,21 +436,125 @@ def main(verbose):
     logging.getLogger("bokeh").setLevel(logging.DEBUG if verbose >= 2 else logging.ERROR)
 
 
+def _option_names(command: click.Command) -> dict:
+    """``shard-size`` -> the click parameter's name, for every option of ``command``
+    (its long flag without ``--``), and ``inputs``."""
+    names = {}
+    for p in command.params:
+        if p.name in ("config_file", "like", "help") or not p.expose_value:
+            continue
+        flags = [o[2:] for o in p.opts if o.startswith("--")] or [p.name]
+        for flag in flags:
+            names[flag] = p.name
+        if p.name == "suffixes":
+            names["suffixes"] = p.name
+    return names
+
+
+def _defaults_from(ctx, param, value):
+    """``--config FILE`` and ``--like OUT``: values for the options not given on the
+    command line (click's ``default_map``); a --config file's win over --like's."""
+    if value is None:
+        return value
+    from .runfile import options_of_dataset, read_run_file
+    try:
+        values = read_run_file(value) if param.name == "config_file" else options_of_dataset(value)
+    except (ValueError, DaskPrepError, OSError) as exc:
+        raise _Usage(_one_line(exc)) from None
+    names = _option_names(run_cmd)  # a run's file serves `plan` too
+    mine = set(_option_names(ctx.command).values())
+    for key in values:
+        if key not in names:
+            import difflib
+            close = difflib.get_close_matches(key, list(names), n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise _Usage(f"{value}: unknown option {key!r}; {hint}keys are the options of "
+                         "'dask-prep run' (shard-size, suffix, inputs, ...)")
+    ctx.meta[param.name] = {names[k]: _listed(ctx.command, names[k], v)
+                            for k, v in values.items() if names[k] in mine}
+    origin = ctx.meta.setdefault("dask_prep.origin", {})
+    for name in ctx.meta[param.name]:
+        if param.name == "config_file" or name not in origin:
+            origin[name] = value if param.name == "config_file" else f"--like {value}"
+    ctx.default_map = {**ctx.meta.get("like", {}), **ctx.meta.get("config_file", {})}
+    return value
+
+
+def _listed(command: click.Command, name: str, value):
+    """A single value for an option that takes several (``suffix = ".txt"``) as a list."""
+    param = next(p for p in command.params if p.name == name)
+    many = getattr(param, "multiple", False) or param.nargs == -1
+    return [value] if many and isinstance(value, (str, int, float)) else value
+
+
+def _check_inputs(inputs, output):
+    if not inputs:
+        raise _Usage("no INPUT given: name files, folders or globs, or give them as 'inputs' "
+                     "in a --config file, or repeat a dataset's with --like OUT")
+    if not output:
+        raise _Usage("no output given: pass -o OUT (or 'output' in a --config file)")
+
+
 @main.command("run")
-@click.argument("inputs", nargs=-1, required=True)
-@click.option("-o", "--output", required=True, help="output directory (local or fsspec URL)")
+@click.argument("inputs", nargs=-1)
+@click.option("-o", "--output", help="output directory (local or fsspec URL)")
 @convert_options()
 @write_options()
 @token_options()
 @cluster_options()
 @click.option("-q", "--quiet", is_flag=True, help="print only the summary")
-def run_cmd(inputs, output, convert, write, tokens, cluster, quiet):
-    """Convert INPUT... (files, directories, globs, @lists, URLs) into shards in OUTPUT."""
+@click.option("--dry-run", is_flag=True, help="print the plan ('dask-prep plan') and stop: no cluster, "
+                                               "nothing converted or written")
+@click.option("--config", "config_file", is_eager=True, expose_value=False, callback=_defaults_from,
+              help="TOML or YAML file of this command's options by name (inputs, shard-size, ...); "
+                   "options on the command line win")
+@click.option("--like", is_eager=True, expose_value=False, callback=_defaults_from, metavar="OUT",
+              help="repeat the inputs and options the dataset in OUT was made with (other options "
+                   "given win)")
+def run_cmd(inputs, output, convert, write, tokens, cluster, quiet, dry_run):
+    """Convert INPUT... (files, directories, globs, @lists, URLs) into shards in OUTPUT.
+
+    An option not given comes from --config FILE, then --like OUT, then dask config
+    (the dask-prep section: ~/.config/dask/*.yaml, DASK_DASK_PREP__SHARD_SIZE=...),
+    then the built-in default."""
+    _check_inputs(inputs, output)
+    if dry_run:
+        _print_plan(inputs, output, convert, write, tokens.seq_len)
+        return
     if quiet:  # the summary (or the error) only, no warnings
         logging.getLogger("dask_prep").setLevel(logging.ERROR)
     write = dataclasses.replace(write, on_error=convert.on_error)
     _run(inputs, output, quiet=quiet, convert=convert, write=write, tokens=tokens, cluster=cluster,
          progress=False)
+
+
+@main.command("plan")
+@click.argument("inputs", nargs=-1)
+@click.option("-o", "--output", help="the output the run would write (never read as input)")
+@convert_options()
+@write_options()
+@click.option("--config", "config_file", is_eager=True, expose_value=False, callback=_defaults_from,
+              help="a run's TOML or YAML file (as 'dask-prep run --config')")
+@click.option("--like", is_eager=True, expose_value=False, callback=_defaults_from, metavar="OUT",
+              help="the inputs and options the dataset in OUT was made with")
+def plan_cmd(inputs, output, convert, write):
+    """Print what 'dask-prep run' would do with INPUT...: sources, bytes, partitions,
+    missing and excluded inputs, converter, expected shards; starts no cluster and
+    converts nothing."""
+    if not inputs:
+        _check_inputs(inputs, "-")
+    _print_plan(inputs, output, convert, write)
+
+
+def _print_plan(inputs, output, convert, write, seq_len=None):
+    from .dry_run import plan_run
+    try:
+        plan = plan_run(list(inputs), output, convert=convert, write=write, seq_len=seq_len)
+    except (ConverterNotFoundError, ValueError) as exc:
+        raise _Usage(_one_line(exc)) from None
+    except (DaskPrepError, OSError) as exc:
+        raise _Fail(f"{type(exc).__name__}: {_one_line(exc)}") from None
+    click.echo(plan.summary())
 
 
 def _security(ca_file, cert, key):
@@ -475,16 +621,18 @@ def info(output, as_json):
     if as_json:
         click.echo(json.dumps(m.to_json(), indent=1))
         return
+    from dask.utils import format_bytes
     src = m.get("sources", {})
     sizes = sorted({s["records"] for s in m["shards"]})
+    nbytes = sum(s["bytes"] for s in m["shards"])
     lines = [
         ("dataset", output),
         ("format", f"{m['format']} (layout version {m['version']})"),
         ("records", f"{m['total_records']:,}"),
         ("shards", f"{len(m['shards']):,} of {m['shard_size']:,} records "
                    f"(record counts seen: {', '.join(map(str, sizes)) or '-'})"),
-        ("bytes", f"{sum(s['bytes'] for s in m['shards']):,}"),
-        ("sources", f"{src.get('count', '?'):,} files, {src.get('bytes', 0):,} bytes"
+        ("bytes", f"{format_bytes(nbytes)} ({nbytes:,})"),
+        ("sources", f"{src.get('count', '?'):,} files, {format_bytes(src.get('bytes', 0))}"
                     if src else "(written from a bag)"),
         ("converter", str(m.get("converter", "-"))),
         ("errors", describe_errors(m)),
@@ -527,7 +675,8 @@ def demo_inputs() -> tuple[str, list[str]]:
 
 @main.command()
 @click.argument("output", default="dask-prep-demo")
-@click.option("--workers", type=click.IntRange(min=1), help="local worker processes (default: one per core)")
+@click.option("--workers", type=click.IntRange(min=1),
+              help="local worker processes (default: dask config dask-prep.workers, else dask.system.CPU_COUNT)")
 @click.option("--format", "format_", type=click.Choice(format_names()), default="parquet")
 @click.option("--overwrite", is_flag=True, help="replace an earlier demo output")
 def demo(output, workers, format_, overwrite):

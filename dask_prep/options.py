@@ -86,6 +86,26 @@ def decompression_limit(value):
                      f"'20GiB', or None, not {value!r}")
 
 
+def _configured(key: str, check=None):
+    """A field whose default is dask config ``dask-prep.<key>`` (:mod:`dask_prep.config`),
+    checked where it is read, so that a bad setting names itself."""
+    def default():
+        from . import config
+        value = config.get(key)
+        if check is not None:
+            try:
+                check(value)
+            except ValueError as exc:
+                raise ValueError(f"{config.source(key)}: {exc}") from None
+        return value
+    return field(default_factory=default)
+
+
+def _known_format(value) -> None:
+    from .write.formats import format_names
+    check_choice("format", value, tuple(format_names()))
+
+
 def _tuple(value) -> tuple:
     if value is None:
         return ()
@@ -110,16 +130,21 @@ class ConvertOptions:
     (``"rules"``, ``"pysbd"``, ``"pysbd:LANG"``) and ``word_segmenter``
     (``"rules"``, ``"jieba"``) are options of the ``sentences`` converter
     (:mod:`dask_prep.ingest.segment`).
+
+    ``converter``, ``encoding_errors``, ``on_error``, ``partition_size`` and
+    ``max_decompressed`` default to dask config (``dask-prep.converter``, ...;
+    :mod:`dask_prep.config`).
     """
 
-    converter: object = "text"
-    encoding_errors: str = "strict"
-    on_error: str = "skip"
-    partition_size: int | None = None
+    converter: object = _configured("converter")
+    encoding_errors: str = _configured("encoding-errors",
+                                       lambda v: check_choice("encoding_errors", v, ENCODING_ERRORS))
+    on_error: str = _configured("on-error", lambda v: check_choice("on_error", v, ON_ERROR))
+    partition_size: int | None = _configured("partition-size", lambda v: parse_size("partition_size", v))
     suffixes: tuple = ()
     exclude: object = None
     storage_options: dict = field(default_factory=dict)
-    max_decompressed: object = "100x"
+    max_decompressed: object = _configured("max-decompressed", decompression_limit)
     segmenter: str = "rules"
     word_segmenter: str = "rules"
 
@@ -149,13 +174,15 @@ class WriteOptions:
     of the sources; ``allow_empty`` accepts a run that finds no sources or
     whose sources give no records (else it fails and writes no manifest);
     ``format_options`` are the format's own (``{"vocab_size": 50257}`` for the
-    token formats), part of what makes two writes the same.
+    token formats), part of what makes two writes the same. ``format``,
+    ``shard_size`` and ``on_error`` default to dask config
+    (``dask-prep.format``, ``dask-prep.shard-size``, ``dask-prep.on-error``).
     """
 
-    format: str = "parquet"
-    shard_size: int = 10_000
+    format: str = _configured("format", _known_format)
+    shard_size: int = _configured("shard-size", lambda v: _positive_int("shard_size", v))
     schema: object = None
-    on_error: str = "skip"
+    on_error: str = _configured("on-error", lambda v: check_choice("on_error", v, ON_ERROR))
     overwrite: bool = False
     max_errors: int | float | None = None
     allow_empty: bool = False
@@ -232,14 +259,19 @@ class TokenOptions:
 
 @dataclass(frozen=True)
 class ClusterOptions:
-    """Where the work runs: ``client`` if given, else the scheduler at ``scheduler``,
-    else a notebook's current client, else a LocalCluster of ``workers``
-    processes (one thread each) with ``memory_limit`` each. ``security`` is a
+    """Where the work runs: ``client`` if given, else the scheduler at ``scheduler``
+    (or the one a ``scheduler_file`` names, as ``dask scheduler --scheduler-file``
+    writes it), else a LocalCluster of ``workers`` if given, else a notebook's
+    current client, else dask config ``scheduler-address``
+    (``DASK_SCHEDULER_ADDRESS``), else a LocalCluster of dask config
+    ``dask-prep.workers`` or ``dask.system.CPU_COUNT`` processes (one thread
+    each) with ``memory_limit`` each. ``security`` is a
     :class:`distributed.Security` for a TLS scheduler; ``report`` names an HTML
     file for Dask's performance report."""
 
     client: object = None
     scheduler: str | None = None
+    scheduler_file: str | None = None
     workers: int | None = None
     memory_limit: object = "auto"
     security: object = None
@@ -250,9 +282,14 @@ class ClusterOptions:
             _positive_int("workers", self.workers)
         if self.memory_limit != "auto":
             object.__setattr__(self, "memory_limit", parse_size("memory_limit", self.memory_limit))
-        if self.scheduler is not None and self.workers is not None:
+        if self.scheduler_file is not None:
+            object.__setattr__(self, "scheduler_file", os.fspath(self.scheduler_file))
+        if self.scheduler is not None and self.scheduler_file is not None:
+            raise ValueError("give either a scheduler address or a scheduler file, not both")
+        remote = self.scheduler is not None or self.scheduler_file is not None
+        if remote and self.workers is not None:
             raise ValueError("give either a scheduler address or a number of workers, not both")
-        local = self.client is None and self.scheduler is None
+        local = self.client is None and not remote
         if self.memory_limit != "auto" and not local:
             raise ValueError("memory_limit applies to the local workers dask-prep starts, "
                              "not to a given client or scheduler")

@@ -19,7 +19,7 @@ from .errors import ConversionError, NoSourcesError, UnguardedScriptError, Worke
 from .ingest.sources import Sources, discover
 from .paths import absolute, is_url
 from .options import ClusterOptions, ConvertOptions, TokenOptions, WriteOptions, split
-from .runtime.cluster import dask_session, tokenizer_threads
+from .runtime.cluster import dask_session, starts_local_cluster, tokenizer_threads
 from .runtime.execute import ON_SUBMIT
 from .write.job import WriteJob
 from .write.output import OutputDir, check_writable
@@ -150,6 +150,38 @@ def _exclude_name(exclude):
     return list(exclude) if exclude is not None else None
 
 
+def _converter_name(spec) -> str | None:
+    """The converter as a later run can name it: ``file.py:func`` with an absolute path."""
+    if callable(spec) and not isinstance(spec, str):
+        return None
+    target, sep, func = str(spec).rpartition(":")
+    if sep and (target.endswith(".py") or "/" in target) and os.path.isfile(target):
+        return f"{os.path.abspath(target)}:{func}"
+    return str(spec)
+
+
+def _tokenizer_name(tokenizer):
+    return absolute(tokenizer) if isinstance(tokenizer, str) else None
+
+
+def recorded_options(conv: ConvertOptions, write: WriteOptions, tokens: TokenOptions) -> dict:
+    """The options of a run as its manifest records them (``dask-prep run --like``
+    repeats them): every field that decides the records and the shards, in
+    keyword names. Storage options are not recorded (they may hold secrets)."""
+    out = {"converter": _converter_name(conv.converter), "on_error": conv.on_error,
+           "encoding_errors": conv.encoding_errors,
+           "max_decompressed": list(conv.max_decompressed or ()) or None,
+           "suffixes": list(conv.suffixes or ()), "exclude": _exclude_name(conv.exclude),
+           "partition_size": conv.partition_size, "format": write.format,
+           "shard_size": write.shard_size, "max_errors": write.max_errors,
+           "allow_empty": write.allow_empty, **_segmenters(conv)}
+    if tokens.tokenizer is not None:
+        out["tokens"] = {"tokenizer": _tokenizer_name(tokens.tokenizer), "text_field": tokens.text_field,
+                         "bos": tokens.bos, "eos": tokens.eos, "seq_len": tokens.seq_len,
+                         "last": tokens.last, "doc_starts": tokens.doc_starts}
+    return out
+
+
 def _check_not_an_input(out: OutputDir, inputs) -> None:
     """Refuse an output folder that is one of the input folders: the run would
     read its own shards (an output *inside* an input folder is skipped by discovery)."""
@@ -210,13 +242,6 @@ def _notebook_progress():
         yield
     finally:
         ON_SUBMIT.reset(token)
-
-
-def _starts_local_cluster(where: ClusterOptions) -> bool:
-    if where.client is not None or where.scheduler is not None:
-        return False
-    from .runtime.execute import current_client
-    return where.workers is not None or current_client() is None
 
 
 def _guard_lines(path: str) -> list[tuple[int, int]]:
@@ -366,6 +391,7 @@ def run(inputs, output, *, convert: ConvertOptions | None = None, write: WriteOp
         options, ConvertOptions, WriteOptions, ClusterOptions, TokenOptions,
         given={k: v for k, v in given.items() if v is not None})
     tokenizing = token_opts.tokenizer is not None
+    given_tokens = token_opts
     if tokenizing:  # a path that is not a tokenizer fails here, before a cluster starts
         from .tokens.tokenizer import resolve_tokenizer
         token_opts = replace(token_opts, tokenizer=resolve_tokenizer(
@@ -375,7 +401,7 @@ def run(inputs, output, *, convert: ConvertOptions | None = None, write: WriteOp
     check_writable(out, write_opts.overwrite)  # before starting a cluster
     conv = resolve_converter(conv_opts.converter, encoding_errors=conv_opts.encoding_errors,
                              segmenter=conv_opts.segmenter, word_segmenter=conv_opts.word_segmenter)
-    if _starts_local_cluster(where):
+    if starts_local_cluster(where):
         check_guarded_main()
     with ExitStack() as stack:
         def prepare():
@@ -399,12 +425,7 @@ def run(inputs, output, *, convert: ConvertOptions | None = None, write: WriteOp
         if not sources and not write_opts.allow_empty:
             raise NoSourcesError(_nothing_found(inputs, sources))
         metadata = {"sources": summary, "converter": conv.name, "inputs": _input_names(inputs),
-                    "options": {"on_error": conv_opts.on_error,
-                                "encoding_errors": conv_opts.encoding_errors,
-                                "max_decompressed": list(conv_opts.max_decompressed or ()) or None,
-                                "suffixes": list(conv_opts.suffixes or ()),
-                                "exclude": _exclude_name(conv_opts.exclude),
-                                **_segmenters(conv_opts)}}
+                    "options": recorded_options(conv_opts, write_opts, given_tokens)}
         if on_start:
             on_start(session, sources, bag.npartitions)
         if on_partition:

@@ -227,7 +227,9 @@ def worker_environ():
     return {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "PYTHONHASHSEED")} | {"fsspec": dict(fsspec.config.conf)}
 
 if __name__ == "__main__":
-    import distributed, dask_prep as dp
+    # distributed and dask_prep.config add their defaults to dask config on import, as
+    # Dask's downstream libraries do; a run must change nothing after that
+    import distributed, dask_prep as dp, dask_prep.config
     src, out = sys.argv[1], sys.argv[2]
     before = state()
     seen = []
@@ -299,3 +301,57 @@ def test_the_embedded_cluster_admits_only_its_owner(tmp_path):
     assert seen["owner"] == 3 and seen["health"] == "ok"
     assert seen["link"].startswith("http://127.0.0.1:")
     assert time.perf_counter() - t0 < 60
+
+
+MARK_CONVERTER = "import os\n\ndef mark(path):\n    return [{'mark': os.environ.get('DASK_PREP_TEST_MARK', '')}]\n"
+
+
+def _run_marked(tmp_path: Path, out: str, *args, env: dict) -> subprocess.CompletedProcess:
+    """A CLI run whose converter records the workers' DASK_PREP_TEST_MARK: local
+    workers inherit the command's ("cli"), the real cluster's workers do not."""
+    conv = tmp_path / "mark conv.py"
+    conv.write_text(MARK_CONVERTER)
+    if not (tmp_path / "in").exists():
+        make_corpus(tmp_path / "in", n=4)
+    base = {k: v for k, v in os.environ.items() if k != "DASK_SCHEDULER_ADDRESS"}
+    return subprocess.run(dask_prep_cli() + ["run", str(tmp_path / "in"), "-o", str(tmp_path / out),
+                                             "--converter", f"{conv}:mark", "-q", *map(str, args)],
+                          capture_output=True, text=True, timeout=240,
+                          env={**base, "DASK_PREP_TEST_MARK": "cli", **env})
+
+
+def _marks(out: Path) -> set:
+    return {r["mark"] for r in dp.open(out)}
+
+
+def test_dask_scheduler_address_is_honoured_and_workers_win(real_cluster, tmp_path):
+    r = _run_marked(tmp_path, "remote", env={"DASK_SCHEDULER_ADDRESS": real_cluster})
+    assert r.returncode == 0, r.stderr
+    assert _marks(tmp_path / "remote") == {""}  # converted by the real cluster's workers
+    r = _run_marked(tmp_path, "local", "--workers", "1", env={"DASK_SCHEDULER_ADDRESS": real_cluster})
+    assert r.returncode == 0, r.stderr
+    assert _marks(tmp_path / "local") == {"cli"} and "on 1 worker(s)" in r.stdout
+
+
+def test_scheduler_file_as_dask_scheduler_writes_it(tmp_path):
+    shared = tmp_path / "shared fs ü"
+    shared.mkdir()
+    with dask_processes(shared, nworkers=1):
+        sfile = shared / "scheduler.json"
+        r = _run_marked(tmp_path, "out", "--scheduler-file", sfile, env={})
+        assert r.returncode == 0, r.stderr
+        assert _marks(tmp_path / "out") == {""} and "on 1 worker(s)" in r.stdout
+        res = dp.run([tmp_path / "in"], tmp_path / "py", scheduler_file=sfile)
+        assert res.workers == 1 and res.records == 4
+    with pytest.raises(ValueError, match="scheduler address or a number of workers"):
+        dp.ClusterOptions(scheduler_file=sfile, workers=2)
+
+
+def test_dask_config_scheduler_address_in_python(real_cluster, tmp_path):
+    import dask
+    make_corpus(tmp_path / "in", n=3)
+    with dask.config.set({"scheduler-address": real_cluster}):
+        seen = []
+        res = dp.run([tmp_path / "in"], tmp_path / "out",
+                     on_start=lambda session, sources, n: seen.append(session.client.scheduler.address))
+    assert res.records == 3 and seen == [real_cluster]

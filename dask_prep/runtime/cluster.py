@@ -1,5 +1,15 @@
-"""Where the work runs: a given client, a scheduler address, a notebook's client,
-or an embedded ``LocalCluster`` bound to 127.0.0.1 (dashboard included)."""
+"""Where the work runs: a given client, a scheduler address or scheduler file, a
+notebook's client, Dask's configured ``scheduler-address``, or an embedded
+``LocalCluster`` bound to 127.0.0.1 (dashboard included).
+
+Precedence, first match wins: ``client``; ``scheduler`` (``--scheduler``);
+``scheduler_file`` (``--scheduler-file``, as ``dask scheduler
+--scheduler-file`` writes it); ``workers`` (``--workers``: a local cluster of
+that many); the current default client (a notebook's); dask config
+``scheduler-address`` (``DASK_SCHEDULER_ADDRESS``); a local cluster of dask
+config ``dask-prep.workers`` workers, by default ``dask.system.CPU_COUNT``
+(which respects a container's CPU limit).
+"""
 from __future__ import annotations
 
 import functools
@@ -11,7 +21,8 @@ import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-__all__ = ["Session", "dask_session", "default_workers", "tokenizer_threads"]
+__all__ = ["Session", "dask_session", "default_workers", "configured_scheduler", "scheduler_from_file",
+           "starts_local_cluster", "tokenizer_threads"]
 
 logger = logging.getLogger(__name__)
 
@@ -24,10 +35,68 @@ class Session:
 
 
 def default_workers() -> int:
+    """Local workers when none are asked for: dask config ``dask-prep.workers``,
+    else Dask's ``CPU_COUNT`` (the CPU count, capped by a cgroup's CPU quota)."""
+    from .. import config
+    n = config.get("workers")
+    if n is None:
+        from dask.system import CPU_COUNT
+        return CPU_COUNT
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise ValueError(f"{config.source('workers')} must be a positive integer, not {n!r}")
+    return n
+
+
+def local_memory_limit(given):
+    """``given``, or dask config ``dask-prep.memory-limit`` when it is ``"auto"``."""
+    from .. import config
+    from ..options import parse_size
+    value = given if given != "auto" else config.get("memory-limit")
+    if value in ("auto", None):
+        return "auto"
     try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
+        return parse_size("memory_limit", value)
+    except ValueError as exc:
+        raise ValueError(f"{config.source('memory-limit')}: {exc}") from None
+
+
+def configured_scheduler() -> str | None:
+    """Dask's own ``scheduler-address`` setting (``DASK_SCHEDULER_ADDRESS``)."""
+    import dask
+    return dask.config.get("scheduler-address", None) or None
+
+
+def scheduler_from_file(path) -> str:
+    """The address in a scheduler file written by ``dask scheduler --scheduler-file``."""
+    import json
+    path = os.fspath(path)
+    try:
+        with open(path, encoding="utf-8") as f:
+            address = json.load(f)["address"]
+    except FileNotFoundError:
+        raise ValueError(f"scheduler file {path!r} does not exist; start the scheduler with "
+                         f"'dask scheduler --scheduler-file {path}' (on a file system the "
+                         "workers and this machine share)") from None
+    except (OSError, ValueError, KeyError, TypeError):
+        raise ValueError(f"scheduler file {path!r} is not as 'dask scheduler --scheduler-file' "
+                         "writes it (a JSON object with the scheduler's 'address')") from None
+    if not isinstance(address, str):
+        raise ValueError(f"scheduler file {path!r} has address {address!r}, not a string")
+    return address
+
+
+def current_client():
+    from ..runtime.execute import current_client
+    return current_client()
+
+
+def starts_local_cluster(opts) -> bool:
+    """Whether :func:`dask_session` would start a LocalCluster for ``opts``."""
+    if opts.client is not None or opts.scheduler is not None or opts.scheduler_file is not None:
+        return False
+    if opts.workers is not None:
+        return True
+    return current_client() is None and configured_scheduler() is None
 
 
 def _nworkers(client) -> int:
@@ -191,12 +260,13 @@ def dask_session(options=None, *, timeout: float | None = None, **fields):
     """Yield a :class:`Session`; close what it started, never what it was given.
 
     ``options`` is a :class:`~dask_prep.options.ClusterOptions` (or give its
-    fields as keywords). Order: its ``client`` if given; else connect to its
-    ``scheduler``; else the current default client (e.g. one made in a
-    notebook); else start a LocalCluster of ``workers`` processes with one
-    thread each (conversion holds the GIL).
+    fields as keywords). Order (the module's docstring): its ``client``; its
+    ``scheduler`` or ``scheduler_file``; a local cluster of ``workers`` if
+    given; the current default client (e.g. one made in a notebook); dask
+    config ``scheduler-address``; else a LocalCluster of
+    :func:`default_workers` processes with one thread each (conversion holds
+    the GIL).
     """
-    import dask
     from distributed import Client
 
     from ..options import ClusterOptions, split
@@ -204,10 +274,20 @@ def dask_session(options=None, *, timeout: float | None = None, **fields):
     client, scheduler, security = opts.client, opts.scheduler, opts.security
     if timeout is None:  # DASK_DASK_PREP__CONNECT_TIMEOUT=2s, or dask config dask-prep.connect-timeout
         from dask.utils import parse_timedelta
-        timeout = parse_timedelta(dask.config.get("dask-prep.connect-timeout", "10s"))
+
+        from .. import config
+        timeout = parse_timedelta(config.get("connect-timeout"))
     if client is not None:
         yield Session(client, client.dashboard_link, _nworkers(client))
         return
+    if scheduler is None and opts.scheduler_file is not None:
+        scheduler = scheduler_from_file(opts.scheduler_file)
+    current = None if scheduler is not None or opts.workers is not None else current_client()
+    if current is not None:
+        yield Session(current, current.dashboard_link, _nworkers(current))
+        return
+    if scheduler is None and opts.workers is None:
+        scheduler = configured_scheduler()
     if scheduler is not None:
         if scheduler.startswith("tls://") and security is None:
             raise ValueError(f"the scheduler {scheduler} speaks TLS: pass --tls-ca-file, --tls-cert "
@@ -222,15 +302,7 @@ def dask_session(options=None, *, timeout: float | None = None, **fields):
         finally:
             c.close()
         return
-    try:
-        from distributed import default_client
-        current = default_client()
-    except ValueError:
-        current = None
-    if current is not None and opts.workers is None:
-        yield Session(current, current.dashboard_link, _nworkers(current))
-        return
-    with _local_cluster(opts.workers or default_workers(), opts.memory_limit) as session:
+    with _local_cluster(opts.workers or default_workers(), local_memory_limit(opts.memory_limit)) as session:
         yield session
 
 

@@ -41,8 +41,9 @@ class TrainResult:
     sha256: str
 
     def summary(self) -> str:
+        from dask.utils import format_bytes, format_time
         return (f"{self.output}: byte-level BPE, {self.vocab_size:,} tokens, trained on "
-                f"{self.documents:,} documents ({self.bytes:,} bytes) in {self.seconds:.1f} s "
+                f"{self.documents:,} documents ({format_bytes(self.bytes)}) in {format_time(self.seconds)} "
                 f"(sha256 {self.sha256[:16]})")
 
 
