@@ -101,6 +101,7 @@ def test_cli_defaults_from_environment_and_yaml(tmp_path, corpus):
     ("DASK_DASK_PREP__WORKERS", "0", "dask-prep.workers"),
     ("DASK_DASK_PREP__MEMORY_LIMIT", "lots", "dask-prep.memory-limit"),
 ])
+@pytest.mark.slow
 def test_a_bad_setting_is_one_line_and_exit_2(tmp_path, corpus, name, value, expected):
     r = cli(tmp_path, "run", corpus, "-o", tmp_path / "o", env={name: value})
     line = one_line(r)
@@ -144,6 +145,7 @@ def test_an_unknown_key_in_a_run_file_is_one_line_exit_2(tmp_path, corpus):
     ("shard-size = 0", "--shard-size"),
     ("partition-size = 'lots'", "'lots'"),
 ])
+@pytest.mark.slow
 def test_a_bad_run_file_is_one_line_exit_2(tmp_path, corpus, text, expected):
     run_file = write(tmp_path / "bad run.toml", text + "\n")
     r = cli(tmp_path, "run", corpus, "--config", run_file, "-o", tmp_path / "o")
@@ -167,6 +169,7 @@ def test_a_missing_run_file_is_one_line_exit_2(tmp_path, corpus):
 # -- --like OUT ----------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_the_manifest_records_the_inputs_and_options(tmp_path, corpus):
     dp.run([corpus], tmp_path / "out", converter="sentences", shard_size=4, partition_size="16KiB",
            suffixes=[".txt"], workers=1)

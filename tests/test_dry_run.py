@@ -18,6 +18,7 @@ def corpus(tmp_path):
     return root
 
 
+@pytest.mark.slow
 def test_plan_matches_the_run(tmp_path, corpus):
     plan = dp.plan_run([corpus], converter="text", shard_size=2, partition_size="9KiB")
     assert len(plan.sources) == 6 and plan.expected_shards == 3
@@ -57,6 +58,7 @@ def test_plan_reads_a_run_file(tmp_path, corpus):
     assert "2 (6 records" in r.stdout
 
 
+@pytest.mark.slow
 def test_plan_bad_usage_is_one_line_exit_2(tmp_path, corpus):
     r = cli(tmp_path, "plan", corpus, "--converter", "nope")
     assert r.returncode == 2 and "unknown converter 'nope'" in one_line(r)

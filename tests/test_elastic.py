@@ -34,6 +34,7 @@ def take(it, k) -> list:
 @given(w1=st.integers(1, 5), w2=st.integers(1, 5), b=st.integers(1, 7), frac=st.floats(0, 1),
        shuffle=st.sampled_from([None, 3]), bucket=st.booleans(), buffer=st.sampled_from([None, 12]),
        via=st.integers(0, 4), w3=st.integers(1, 4))
+@pytest.mark.slow
 def test_any_world_size_resumes_with_every_record_once(ds, w1, w2, b, frac, shuffle, bucket, buffer,
                                                         via, w3):
     opts = dict(columns=("id",), shuffle=shuffle, bucket_by_length=bucket and shuffle is not None,

@@ -134,6 +134,7 @@ def test_batches_of_token_ids(tmp_path, fmt):
     assert lengths == sorted(len(r[column]) for r in records_of(fmt))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_on_a_cluster_the_format_travels_with_the_tasks(client, tmp_path, fmt):
     """Workers never imported this test module, nor registered its formats."""

@@ -31,6 +31,7 @@ def manifest_without_timings(out: Path) -> dict:
     return m
 
 
+@pytest.mark.slow
 def test_run_on_cluster_matches_serial_loop(client, corpus, tmp_path):
     root, paths = corpus
     res = dp.run([root], tmp_path / "out", converter="sentences", shard_size=500,

@@ -75,6 +75,7 @@ def test_run_reads_every_name_and_writes_to_an_odd_output(named, tmp_path, clien
     assert sorted(r["path"] for r in dp.open(out)) == sorted(given)
 
 
+@pytest.mark.slow
 def test_cli_reads_every_name_given_and_listed(named, tmp_path, cluster):
     lst = write(tmp_path / "lists" / "names.lst", "".join(f"../{named.name}/{n}\n" for n in LINE_SAFE))
     out = tmp_path / "o::ut"

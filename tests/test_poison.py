@@ -40,6 +40,7 @@ def bomb(decompressed: int) -> bytes:
     return gzip.compress(line * (decompressed // len(line)), compresslevel=9, mtime=0)
 
 
+@pytest.mark.slow
 def test_a_compression_bomb_is_its_files_error_and_the_rest_arrives(tmp_path):
     data = bomb(100 << 20)  # 100 MiB from ~100 KiB: past 100x and past the 64 MiB floor
     src = corpus(tmp_path / "in", **{"bomb.jsonl.gz": data})
@@ -52,6 +53,7 @@ def test_a_compression_bomb_is_its_files_error_and_the_rest_arrives(tmp_path):
     assert res.manifest["options"]["max_decompressed"] == ["x", 100.0]
 
 
+@pytest.mark.slow
 def test_the_limit_is_an_option_a_size_or_none(tmp_path):
     legit = gzip.compress("".join(json.dumps({"text": f"line {i}"}) + "\n" for i in range(100_000)).encode())
     src = corpus(tmp_path / "in", **{"big.jsonl.gz": legit})  # ~2 MiB decompressed
@@ -83,6 +85,7 @@ def nested_objects(depth: int):
     (nested_lists(49), True), (nested_lists(50), False),
     (nested_objects(63), True), (nested_objects(64), False),
 ], ids=["49-lists", "50-lists", "63-objects", "64-objects"])
+@pytest.mark.slow
 def test_records_nested_deeper_than_parquet_reads_are_their_files_error(tmp_path, deep, readable):
     src = corpus(tmp_path / "in", **{"deep.jsonl": json.dumps({"text": "deep", "n": 0, "v": deep}) + "\n"})
     dp.run([src], tmp_path / "out", converter="jsonl", shard_size=3)  # small shards: several carry v

@@ -57,6 +57,7 @@ def truth(out) -> dict:
             "max_chars": max(len(r["text"]) for r in records)}
 
 
+@pytest.mark.slow
 def test_report_numbers_match_the_shards(dataset, page):
     out, _ = dataset
     want = truth(out)

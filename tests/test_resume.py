@@ -36,6 +36,7 @@ def calls(tmp_path):
     return [line.rsplit("/", 1)[1] for line in lines]
 
 
+@pytest.mark.slow
 def test_resume_skips_finished_partitions_and_matches_a_clean_run(setup):
     tmp_path, conv = setup
     opts = dict(converter=conv, shard_size=10, partition_size=20_000, workers=1)

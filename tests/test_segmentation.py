@@ -154,6 +154,7 @@ def test_the_options_reach_the_converter_from_python(tmp_path):
                                          ["Send", "it", "to", "the", "U", "S", "A", "Thanks"]]
 
 
+@pytest.mark.slow
 def test_the_options_reach_the_converter_from_the_cli(tmp_path):
     write(tmp_path / "in" / "a.txt", "我爱北京天安门。Send it to the U.S.A. Thanks.")
     out = tmp_path / "out"

@@ -31,6 +31,7 @@ def read_shards(out, manifest):
 @settings(max_examples=40, deadline=None)
 @given(sizes=st.lists(st.integers(0, 60), min_size=1, max_size=8), n=st.integers(1, 25),
        fmt=st.sampled_from(["parquet", "pickle"]))
+@pytest.mark.slow
 def test_every_shard_exact_but_the_last(sizes, n, fmt):
     with tempfile.TemporaryDirectory() as out:
         m = dp.write_shards(bag_of_partitions(sizes), out, shard_size=n, format=fmt, allow_empty=True)

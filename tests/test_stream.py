@@ -53,6 +53,7 @@ def test_unordered_stream_from_a_bag_has_the_same_rows(client, corpus, vocab):
     assert Counter(map(tuple, got)) <= Counter(map(tuple, want))
 
 
+@pytest.mark.slow
 def test_backpressure_bounds_the_partitions_started(client, tmp_path):
     def mark(part):
         (tmp_path / f"p{part[0]['p']:02d}").touch()
@@ -130,6 +131,7 @@ def test_stream_waits_for_workers_that_have_not_joined_yet():
         assert sum(len(b["lengths"]) for b in batches) == 50
 
 
+@pytest.mark.slow
 def test_an_ordered_stream_resumes_at_the_next_batch_converting_nothing_before_it(client, corpus, vocab):
     import json
     root, _ = corpus

@@ -36,6 +36,7 @@ def rows(batches, column: str = "input_ids") -> np.ndarray:
 
 
 @pytest.mark.parametrize("fmt", ["parquet", "tokens", "megatron", "mds"])
+@pytest.mark.slow
 def test_packed_shards_give_dense_batches_without_naming_the_column(client, tmp_path, tok, fmt):
     paths = corpus(tmp_path / "in", n=10)
     dp.run([tmp_path / "in"], tmp_path / "out", tokenizer=tok, seq_len=L, shard_size=5,
@@ -86,6 +87,7 @@ def partition_tokens(root, tok, partition_size: int) -> list[int]:
 
 
 @pytest.mark.parametrize("last", ["drop", "pad"])
+@pytest.mark.slow
 def test_stream_yields_the_sequences_run_writes_and_the_serial_loop_makes(client, tmp_path, tok, docs, last):
     root, paths = docs
     serial = serial_stream(tok, texts_of(paths))
@@ -107,6 +109,7 @@ def test_stream_yields_the_sequences_run_writes_and_the_serial_loop_makes(client
     assert all(np.array_equal(a["input_ids"], b["input_ids"]) for a, b in zip(written, batches))
 
 
+@pytest.mark.slow
 def test_stream_is_the_same_for_any_worker_count_and_partitioning(client, tok, docs):
     root, _ = docs
     two, st = streamed(root, tok, partition_size=5000)
@@ -132,6 +135,7 @@ def test_unordered_stream_has_every_token_once_each_document_whole(client, tok, 
 
 
 @pytest.mark.parametrize("drop_last", [True, False])
+@pytest.mark.slow
 def test_ranks_take_every_world_size_th_batch_of_the_packed_stream(client, tok, docs, drop_last):
     root, _ = docs
     whole, _ = streamed(root, tok, batch_size=3)
@@ -144,6 +148,7 @@ def test_ranks_take_every_world_size_th_batch_of_the_packed_stream(client, tok, 
         assert np.array_equal(ranks[j % 2][j // 2]["input_ids"], batch["input_ids"])
 
 
+@pytest.mark.slow
 def test_a_packed_stream_resumes_mid_partition_converting_nothing_before(client, tok, docs):
     root, _ = docs
     whole, st = streamed(root, tok)

@@ -148,6 +148,7 @@ def test_megatron_indexed_dataset_reads_every_token_back(tmp_path, vocab_size, d
     assert [tuple(r["input_ids"]) for r in dp.open(out)] == got and dp.verify(out).ok
 
 
+@pytest.mark.slow
 def test_megatron_packed_sequences_have_the_sequence_length(tmp_path):
     packed = [{"input_ids": [(i + j) % 100 for j in range(32)], "doc_starts": [0, 5], "pad": 0}
               for i in range(40)]

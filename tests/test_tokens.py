@@ -134,6 +134,7 @@ def test_bad_tokenizers_are_one_line_and_exit_2(tmp_path, tok_path):
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.slow
 def test_a_changed_tokenizer_is_another_dataset(tmp_path, tok_path):
     corpus(tmp_path / "in", n=4)
     dp.run([tmp_path / "in"], tmp_path / "out", tokenizer=tok_path, seq_len=16, workers=1)
@@ -195,6 +196,7 @@ def test_long_document_empty_document_and_padding(tmp_path, tok_path):
     assert len(recs) == -(-len(serial) // L) and t["total_tokens"] == len(serial)
 
 
+@pytest.mark.slow
 def test_undecodable_text_is_left_out_or_replaced(tmp_path, tok_path):
     write(tmp_path / "in" / "good.txt", "fine text here")
     write(tmp_path / "in" / "bad.txt", b"caf\xe9 au lait")
