@@ -154,10 +154,11 @@ def check_segmenters(segmenter: str, word_segmenter: str) -> None:
 def versions(segmenter: str, word_segmenter: str) -> tuple:
     """What else decides the segmentation: the rules' version, the Unicode
     data, and the version of each optional segmenter chosen (never of one
-    merely installed)."""
+    merely installed). Not the ``regex`` module's version: a routine upgrade
+    would make every finished dataset refuse its rerun, for a change that at
+    most touches characters newly added to Unicode."""
     chosen = sorted({segmenter.partition(":")[0], word_segmenter} - {"rules"})
     return (("segmentation", VERSION), ("unicode", unicodedata.unidata_version),
-            ("regex", regex.__version__),
             *((p, importlib.metadata.version(_PACKAGES[p])) for p in chosen))
 
 
