@@ -53,6 +53,9 @@ def _on_sigterm(signum, frame):
 
 def _stopped(exc: KeyboardInterrupt, what: str) -> _Interrupted:
     """Ctrl-C (exit 130) or SIGTERM (exit 143), in one line."""
+    # (The run has stopped and its cluster is closed: a Ctrl-C still pending, or
+    # a second one, while the interpreter exits no longer changes how it ends.)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     stop = _Interrupted(f"{'terminated (SIGTERM)' if isinstance(exc, _Terminated) else 'interrupted'}{what}")
     if isinstance(exc, _Terminated):
         stop.exit_code = 128 + signal.SIGTERM

@@ -615,6 +615,22 @@ def test_ctrl_c_at_any_moment_of_start_up_stops_the_run_with_130(job, tmp_path, 
 
 
 @pytest.mark.timeout(240)
+def test_ctrl_c_while_the_worker_processes_start_is_one_line_at_every_moment(job, tmp_path):
+    """A sweep through the start of the local cluster: the fork server and its workers
+    start as the main process goes on, and a Ctrl-C to the process group reaches them
+    too (once, the fork server's import traceback came out beside the one line)."""
+    moments = [0.35 + 0.05 * i for i in range(12)]
+    for i, after in enumerate(moments):
+        out = tmp_path / f"out{i}"
+        run = job.start(out, workers=2, log=tmp_path / f"calls{i}.log")
+        time.sleep(max(0.0, after - (time.perf_counter() - run.t0)))
+        run.signal_group(signal.SIGINT)
+        stopped_cleanly(run, out, 130)
+    report(f"Ctrl-C at {len(moments)} moments from {moments[0]:.2f} to {moments[-1]:.2f} s: "
+           "each exit 130 with one line")
+
+
+@pytest.mark.timeout(240)
 @pytest.mark.parametrize("when", ["start-up", "mid-run"])
 def test_sigterm_ends_the_run_like_ctrl_c_with_143_and_it_resumes(job, tmp_path, when):
     """SIGTERM to the main process only, as Kubernetes or a batch scheduler sends it."""

@@ -231,7 +231,17 @@ def _start_fork_server(environ: dict) -> None:
     multiprocessing.get_context("forkserver").set_forkserver_preload(WORKER_MODULES)
     if getattr(forkserver._forkserver, "_forkserver_pid", None) is None:
         os.environ.update(environ)  # put back by _caller_left_alone
-    forkserver.ensure_running()  # returns at once; the server imports in the background
+    # It starts with Ctrl-C blocked: it ignores SIGINT only once its imports are
+    # done, and a Ctrl-C to the process group before that printed its traceback.
+    # (Blocked, not ignored: the workers it forks ignore it themselves.)
+    # (The resource tracker first: starting it unblocks SIGINT again.)
+    from multiprocessing import resource_tracker
+    resource_tracker.ensure_running()
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        forkserver.ensure_running()  # returns at once; the server imports in the background
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
 
 
 @contextmanager
