@@ -91,3 +91,12 @@ def dask_processes(d: Path, *, nworkers: int = 2, tls: tuple = ()):
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait()
+
+
+def one_line(r) -> str:
+    """The one ``dask-prep: error: ...`` line a failed CLI run prints, and nothing else."""
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert "Traceback" not in r.stderr, r.stderr
+    assert len(lines) == 1, r.stderr
+    assert lines[0].startswith("dask-prep: error: "), lines[0]
+    return lines[0]

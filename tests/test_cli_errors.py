@@ -17,7 +17,7 @@ import dask_prep as dp
 
 from dask_prep.write.output import MANIFEST
 
-from helpers import env_without_client, write
+from helpers import env_without_client, one_line, write
 
 LAUNCHER = 'import sys\nfrom dask_prep.cli import main\nif __name__ == "__main__":\n    sys.exit(main())\n'
 
@@ -29,14 +29,6 @@ def dask_prep(tmp_path: Path, *args, cwd=None, timeout=240) -> subprocess.Comple
         write(launcher, LAUNCHER)
     return subprocess.run([sys.executable, str(launcher), *map(str, args)], capture_output=True,
                           text=True, cwd=cwd or tmp_path, env=env_without_client(), timeout=timeout)
-
-
-def one_line(r: subprocess.CompletedProcess) -> str:
-    lines = [line for line in r.stderr.splitlines() if line.strip()]
-    assert "Traceback" not in r.stderr, r.stderr
-    assert len(lines) == 1, r.stderr
-    assert lines[0].startswith("dask-prep: error: "), lines[0]
-    return lines[0]
 
 
 @pytest.fixture

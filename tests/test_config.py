@@ -13,7 +13,7 @@ import pytest
 import dask_prep as dp
 from dask_prep.options import ConvertOptions, WriteOptions
 
-from helpers import env_without_client, write
+from helpers import env_without_client, one_line, write
 
 LAUNCHER = 'import sys\nfrom dask_prep.cli import main\nif __name__ == "__main__":\n    sys.exit(main())\n'
 
@@ -26,13 +26,6 @@ def cli(tmp_path: Path, *args, env: dict | None = None, timeout=240) -> subproce
     return subprocess.run([sys.executable, str(launcher), *map(str, args)], capture_output=True,
                           text=True, cwd=tmp_path, env={**env_without_client(), **(env or {})},
                           timeout=timeout)
-
-
-def one_line(r: subprocess.CompletedProcess) -> str:
-    lines = [line for line in r.stderr.splitlines() if line.strip()]
-    assert "Traceback" not in r.stderr and len(lines) == 1, r.stderr
-    assert lines[0].startswith("dask-prep: error: "), lines[0]
-    return lines[0]
 
 
 @pytest.fixture
