@@ -396,6 +396,11 @@ def run(inputs, output, *, convert: ConvertOptions | None = None, write: WriteOp
         from .tokens.tokenizer import resolve_tokenizer
         token_opts = replace(token_opts, tokenizer=resolve_tokenizer(
             token_opts.tokenizer, bos=token_opts.bos, eos=token_opts.eos))
+    if token_opts.doc_starts and token_opts.seq_len and write_opts.format == "mds":
+        from .errors import TokenizerError
+        raise TokenizerError("doc_starts cannot be written as MDS: a sequence inside a long document "
+                         "starts no document, and MDS cannot hold an empty array; use --format "
+                         "parquet or tokens for document starts")
     out = OutputDir(output, conv_opts.storage_options)
     _check_not_an_input(out, inputs)
     check_writable(out, write_opts.overwrite)  # before starting a cluster

@@ -260,3 +260,16 @@ def test_cli_packs_and_summarizes(tmp_path, tok_path):
     assert r.returncode == 0, r.stderr
     assert "sequences of 8" in r.stdout and "from 5 documents" in r.stdout
     assert sys.executable
+
+
+def test_document_starts_as_mds_are_refused_before_a_cluster_starts(tmp_path, tok_path):
+    """A sequence inside a long document starts no document, and MDS cannot hold an
+    empty array: one line, exit 2, nothing written (it was a worker's traceback)."""
+    corpus(tmp_path / "in", n=2)
+    r = subprocess.run(dask_prep_cli() + ["run", str(tmp_path / "in"), "-o", str(tmp_path / "o"),
+                                          "--tokenizer", str(tok_path), "--seq-len", "8",
+                                          "--doc-starts", "--format", "mds"],
+                       capture_output=True, text=True, env=env_without_client(), timeout=120)
+    assert r.returncode == 2, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and "doc_starts cannot be written as MDS" in r.stderr
+    assert not (tmp_path / "o").exists()
