@@ -12,6 +12,8 @@ entries are); in a list given in Python, to the working directory.
 [None, '*.bak', '/data/old/']
 >>> ex.enter_folder("/data/drafts", "drafts"), ex.match("/data/drafts/z.txt")
 (True, 'drafts')
+>>> ExcludeList(["doc [1].txt"]).match("/data/doc [1].txt")  # a literal name, though glob-like
+'doc [1].txt'
 >>> ExcludeList(["*.bak", "nothing-like-this"]).unused()
 ['*.bak', 'nothing-like-this']
 """
@@ -82,12 +84,16 @@ class ExcludeList:
         globs tried one by one."""
         names, paths, name_globs, path_globs = {}, {}, [], []
         for written, form in self._entries:
+            # an entry is always its literal name or path too: "doc [1].txt" is
+            # that file, which as a glob it would not match
             if "/" in form:
-                (path_globs.append((written, form.rstrip("/"))) if _has_magic(form)
-                 else paths.setdefault(form.rstrip("/"), written))
+                paths.setdefault(form.rstrip("/"), written)
+                if _has_magic(form):
+                    path_globs.append((written, form.rstrip("/")))
             else:
-                (name_globs.append((written, form)) if _has_magic(form)
-                 else names.setdefault(form, written))
+                names.setdefault(form, written)
+                if _has_magic(form):
+                    name_globs.append((written, form))
         self._names, self._paths, self._name_globs, self._path_globs = (
             names, paths, name_globs, path_globs)
 
