@@ -56,6 +56,7 @@ def _stopped(exc: KeyboardInterrupt, what: str) -> _Interrupted:
     # (The run has stopped and its cluster is closed: a Ctrl-C still pending, or
     # a second one, while the interpreter exits no longer changes how it ends.)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     stop = _Interrupted(f"{'terminated (SIGTERM)' if isinstance(exc, _Terminated) else 'interrupted'}{what}")
     if isinstance(exc, _Terminated):
         stop.exit_code = 128 + signal.SIGTERM

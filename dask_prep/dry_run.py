@@ -79,7 +79,8 @@ def plan_run(inputs, output=None, *, convert: ConvertOptions | None = None,
     given = {ConvertOptions: convert, WriteOptions: write}
     conv_opts, write_opts = split(options, ConvertOptions, WriteOptions,
                                   given={k: v for k, v in given.items() if v is not None})
-    conv = resolve_converter(conv_opts.converter, encoding_errors=conv_opts.encoding_errors)
+    conv = resolve_converter(conv_opts.converter, encoding_errors=conv_opts.encoding_errors,
+                             segmenter=conv_opts.segmenter, word_segmenter=conv_opts.word_segmenter)
     outside = None
     if output is not None:
         from .write.output import OutputDir

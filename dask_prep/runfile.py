@@ -81,6 +81,10 @@ def _max_decompressed(value) -> str:
 def options_of_manifest(m) -> dict:
     """The ``run`` options that made the dataset of manifest ``m``."""
     opts = dict(m.get("options") or {})
+    if "converter" in opts and opts["converter"] is None:
+        raise ValueError("the dataset was made with a converter given in Python as a function, "
+                         "which the command line cannot repeat; pass --converter module:func "
+                         "or file.py:func")
     opts.setdefault("converter", m.get("converter"))  # manifests of dask-prep 0.2 and before
     tokens = opts.pop("tokens", None) or {}
     out = {"inputs": m.get("inputs"), "format": m.get("format"), "shard-size": m.get("shard_size")}

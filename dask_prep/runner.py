@@ -9,6 +9,7 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
@@ -303,6 +304,7 @@ def _isolating(client, parts: list, conv, conv_opts: ConvertOptions, sources) ->
     as a whole needs more memory than a worker has: ``None``."""
     poison: dict = {}
     innocent: set = set()
+    pieces = Counter(p.path for part in parts for p in part)
 
     def isolate(index: int):
         if index >= len(parts):
@@ -312,6 +314,12 @@ def _isolating(client, parts: list, conv, conv_opts: ConvertOptions, sources) ->
             if index in innocent:
                 return None
             innocent.add(index)
+        else:
+            innocent.clear()  # (blamed beside a culprit: another chance)
+        if any(pieces[path] > 1 for path in found):
+            # a file read in byte ranges by several partitions: some may be done
+            # already, so it cannot be left out whole; the run stops naming it
+            return None
         for path, why in found.items():
             if conv_opts.on_error == "raise":
                 raise ConversionError(f"{path}: WorkerKilled: {why}")

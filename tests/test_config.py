@@ -201,6 +201,17 @@ def test_like_of_a_folder_that_is_no_dataset_is_one_line_exit_2(tmp_path, corpus
     assert r.returncode == 2 and "not a dask-prep dataset" in line, line
 
 
+def test_like_of_a_dataset_made_with_a_python_function_is_one_line_exit_2(tmp_path, corpus):
+    """Its converter cannot be named on a command line: refused, never swapped for the default."""
+    def upper(path):
+        return [{"text": open(path, encoding="utf-8").read().upper()}]
+    dp.run([corpus], tmp_path / "made", converter=upper, workers=1)
+    r = cli(tmp_path, "run", "--like", tmp_path / "made", "-o", tmp_path / "o")
+    line = one_line(r)
+    assert r.returncode == 2 and "converter given in Python as a function" in line, line
+    assert not (tmp_path / "o").exists()
+
+
 def test_options_of_a_manifest_feed_the_command_line():
     from dask_prep.runfile import options_of_manifest
     got = options_of_manifest(json.loads(json.dumps({

@@ -213,3 +213,34 @@ def test_a_file_that_kills_its_worker_is_its_error_and_the_rest_completes(tmp_pa
 
 def os_path(path: str) -> str:
     return path.rsplit("/", 1)[-1]
+
+
+KILLING_TEXT = textwrap.dedent("""
+    import json, os
+
+    def convert(path):
+        if "osexit" in os.path.basename(path):
+            os._exit(7)
+        for line in open(path):
+            yield {"text": json.loads(line)["text"]}
+""")
+
+
+@pytest.mark.slow  # real worker processes killed and restarted, through the CLI
+def test_a_file_that_kills_its_worker_in_a_packed_token_run_is_its_error(tmp_path):
+    """The shards planned before the kill are cut again on the next attempt: the
+    packed tokens are those of a run that leaves the file out."""
+    from test_tokens import make_tokenizer
+    src = corpus(tmp_path / "in", **{"c_osexit.jsonl": "{}\n"})
+    write(tmp_path / "conv.py", KILLING_TEXT)
+    tok = make_tokenizer(tmp_path / "tok.json", [f"good {i} {j}" for i in range(4) for j in range(10)])
+    (tmp_path / "exclude.txt").write_text("c_osexit.jsonl\n")
+    run = ["run", src, "--converter", f"{tmp_path / 'conv.py'}:convert", "--workers", "2",
+           "--partition-size", "8192", "--shard-size", "3", "--tokenizer", tok, "--seq-len", "4", "-q"]
+    res = cli(*run, "-o", tmp_path / "out", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    clean = cli(*run, "-o", tmp_path / "clean", "--exclude", tmp_path / "exclude.txt", cwd=tmp_path)
+    assert clean.returncode == 0, clean.stderr
+    ds, ref = dp.open(tmp_path / "out"), dp.open(tmp_path / "clean")
+    assert [(os_path(e["path"]), e["error"]) for e in ds.errors()] == [("c_osexit.jsonl", "WorkerKilled")]
+    assert [r["input_ids"] for r in ds] == [r["input_ids"] for r in ref] and len(ref) > 3

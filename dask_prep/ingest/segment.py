@@ -152,13 +152,13 @@ def check_segmenters(segmenter: str, word_segmenter: str) -> None:
 
 
 def versions(segmenter: str, word_segmenter: str) -> tuple:
-    """What else decides the segmentation: the rules' version, the Unicode
-    data, and the version of each optional segmenter chosen (never of one
-    merely installed). Not the ``regex`` module's version: a routine upgrade
-    would make every finished dataset refuse its rerun, for a change that at
-    most touches characters newly added to Unicode."""
+    """What else decides the segmentation: the rules' version and the version
+    of each optional segmenter chosen (never of one merely installed). Not the
+    ``regex`` module's or Python's Unicode version: an upgrade would make every
+    finished dataset refuse its rerun, for a change that at most touches
+    characters newly added to Unicode (NFC of assigned ones never changes)."""
     chosen = sorted({segmenter.partition(":")[0], word_segmenter} - {"rules"})
-    return (("segmentation", VERSION), ("unicode", unicodedata.unidata_version),
+    return (("segmentation", VERSION),
             *((p, importlib.metadata.version(_PACKAGES[p])) for p in chosen))
 
 

@@ -12,6 +12,7 @@ config ``dask-prep.workers`` workers, by default ``dask.system.CPU_COUNT``
 """
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import os
@@ -345,7 +346,7 @@ def _close(thing) -> None:
     """Close the embedded client or cluster, waiting at most :data:`CLOSE_TIMEOUT`."""
     try:
         thing.close(timeout=CLOSE_TIMEOUT)
-    except TimeoutError:
+    except (TimeoutError, asyncio.TimeoutError):  # (distinct before Python 3.11)
         logger.warning("the local Dask cluster did not close within %ds; its processes end with "
                        "this one", CLOSE_TIMEOUT)
 

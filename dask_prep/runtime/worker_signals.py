@@ -10,3 +10,6 @@ import threading
 
 if threading.current_thread() is threading.main_thread():
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # (the fork server starts with SIGINT blocked until this point; ignored now,
+    # it is unblocked, so that no process it forks later inherits the block)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})

@@ -268,6 +268,7 @@ class TokenJob(WriteJob):
         self.planner = Planner(seq_len=tokens.seq_len, shard_size=self.opts.shard_size)
         self.next = 0
         self.cut: dict[int, tuple[ShardInfo, int]] = {}
+        self.planned: dict[int, ShardPlan] = {}  # every shard planned, cut or not
 
     # -- resume and run ------------------------------------------------------------
 
@@ -289,6 +290,10 @@ class TokenJob(WriteJob):
         if self.next == self.n:
             plans += self.planner.finish(self.token_opts.last)
             self.next += 1
+        self.planned.update((p.k, p) for p in plans)
+        return self._cut(plans)
+
+    def _cut(self, plans) -> list:
         return [dask.delayed(write_token_shard, pure=False)(self.tspec, p) for p in plans]
 
     def _convert(self) -> None:
@@ -298,7 +303,9 @@ class TokenJob(WriteJob):
         name = f"dask-prep-write-tokens-{self.fingerprint[:32]}-{self.attempt}"  # (a killed worker names it)
         tasks = fused_tasks(self.bag, tokenize_partition, name,
                             [(i, self.keys[i]) for i in range(self.n)], self.tspec)
-        execute(self._ready() + [tasks[i] for i in todo], self._finished)
+        # (on a later attempt, the shards planned before whose cut did not finish)
+        again = self._cut(p for k, p in sorted(self.planned.items()) if k not in self.cut)
+        execute(again + self._ready() + [tasks[i] for i in todo], self._finished)
 
     def _use(self, bag) -> None:
         super()._use(bag)

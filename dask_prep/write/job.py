@@ -494,4 +494,3 @@ class WriteJob:
         manifest.write(self.out)
         self.out.remove_work(keep=LOCK)  # the lock goes last, when the run lets it go
         return manifest
-        return manifest
