@@ -30,7 +30,7 @@ sha256; dask-prep packs the same stream into ``L``-token sequences and drops the
 tail shorter than ``L`` (``--last drop``), so its sequences end to end must be
 exactly the first ``n * L`` tokens of that stream (for ``2x``: of the stream
 twice over). Tokens/s counts the whole stream for every method. The table is
-printed and written to ``benchmarks/results/tokens.md``.
+printed and written to ``benchmarks/results/tokens.md`` (``--results``).
 
 Run from the project root::
 
@@ -228,6 +228,8 @@ def main(argv=None) -> None:
     ap.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
     ap.add_argument("--data", type=Path, default=HERE / "data",
                     help="where corpora and the datatrove environment are kept (default benchmarks/data/)")
+    ap.add_argument("--results", type=Path, default=HERE / "results",
+                    help="where tokens.md is written (default benchmarks/results/)")
     ap.add_argument("--out", default=None, help="the folder outputs are written in (default: the "
                     "system's temporary folder)")
     opts = ap.parse_args(argv)
@@ -289,8 +291,8 @@ def main(argv=None) -> None:
             f"Python {platform.python_version()}; repeat={repeat}{' (--quick)' if opts.quick else ''}; "
             f"load average {load_before[0]:.2f} before, {load_after[0]:.2f} after.\n")
     print(text)
-    (HERE / "results").mkdir(exist_ok=True)
-    (HERE / "results" / "tokens.md").write_text(text)
+    opts.results.mkdir(parents=True, exist_ok=True)
+    (opts.results / "tokens.md").write_text(text)
 
 
 if __name__ == "__main__":
