@@ -8,6 +8,10 @@
   hundreds of medium ones and a few huge ones;
 - ``one_big_file``: one JSON-lines file of ``size_mb`` megabytes, records
   ``{"id", "title", "text", "score"}`` with 300 B - 3 KB of text each;
+- ``documents``: ``.txt.gz`` documents of 2-100 KB (log-uniform) of English-like
+  text over a vocabulary of 30,000 words (the common words above, then made-up
+  words of 1-4 syllables), Zipf-distributed, so a subword tokenizer splits
+  most words and its word cache misses: the corpus of ``benchmarks/tokens.py``;
 - ``doubled``: hard links to every file of another corpus, twice over, so a
   run over it yields each record of that corpus exactly twice.
 
@@ -30,7 +34,7 @@ from pathlib import Path
 from dask_prep import split_sentences, words
 from dask_prep.ingest.readers import read_text
 
-__all__ = ["many_small", "cpu_heavy", "skewed", "one_big_file", "doubled", "heavy", "cached",
+__all__ = ["many_small", "cpu_heavy", "skewed", "one_big_file", "documents", "doubled", "heavy", "cached",
            "GENERATORS", "VERSION"]
 
 #: Bump when a generator changes, so cached corpora are rebuilt.
@@ -131,6 +135,47 @@ def one_big_file(root, size_mb: int = 2_000, seed: int = 0) -> Path:
     return root
 
 
+SYLLABLES = tuple(c + v for c in ("", "b", "c", "d", "f", "g", "h", "l", "m", "n", "p", "r", "s",
+                                     "t", "v", "w", "st", "tr", "ch", "th", "pr", "gr")
+                  for v in ("a", "e", "i", "o", "u", "ou", "ea", "ar", "er", "in", "on", "en"))
+
+
+def _lexicon(n: int, seed: int) -> tuple[list[str], list[float]]:
+    """``n`` distinct words (``WORDS`` first) and their Zipf cumulative weights."""
+    rng, lex, seen = random.Random(seed), list(WORDS), set(WORDS)
+    while len(lex) < n:
+        w = "".join(rng.choices(SYLLABLES, k=rng.choice((1, 2, 2, 3, 3, 4))))
+        if w not in seen:
+            seen.add(w)
+            lex.append(w + rng.choice(("", "", "", "s", "ed", "ing", "ly")))
+    return lex, list(itertools.accumulate(1 / r for r in range(1, n + 1)))
+
+
+def _document(rng: random.Random, lex: list[str], cum: list[float], nbytes: int) -> str:
+    parts, size = [], 0
+    while size < nbytes:
+        toks = rng.choices(lex, cum_weights=cum, k=rng.randint(4, 24))
+        if len(toks) > 8 and rng.random() < 0.4:
+            toks[rng.randrange(2, len(toks) - 2)] += ","
+        s = " ".join(toks)
+        s = s[0].upper() + s[1:] + rng.choice(".....!?")
+        parts.append(s + ("\n\n" if rng.random() < 0.12 else " "))
+        size += len(s) + 1
+    return "".join(parts).rstrip() + "\n"
+
+
+def documents(root, size_mb: int = 100, seed: int = 0, vocabulary: int = 30_000) -> Path:
+    """About ``size_mb`` MB of text as ``.txt.gz`` documents of 2-100 KB under ``root``."""
+    root, rng = Path(root), random.Random(seed)
+    lex, cum = _lexicon(vocabulary, seed)
+    total, i = 0, 0
+    while total < size_mb * 1_000_000:
+        data = _document(rng, lex, cum, int(2_000 * 50 ** rng.random())).encode()
+        _path(root, i, ".txt.gz").write_bytes(gzip.compress(data, compresslevel=6, mtime=0))
+        total, i = total + len(data), i + 1
+    return root
+
+
 def doubled(root, source: str) -> Path:
     """``root/a`` and ``root/b``, each with a hard link to every file under ``source``."""
     root, source = Path(root), Path(source)
@@ -163,7 +208,7 @@ def heavy(path: str):
 
 
 GENERATORS = {"many-small": many_small, "cpu-heavy": cpu_heavy, "skewed": skewed,
-              "one-big-file": one_big_file, "doubled": doubled}
+              "one-big-file": one_big_file, "documents": documents, "doubled": doubled}
 
 
 def cached(name: str, data_dir, **sizes) -> Path:

@@ -4,6 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pytest
 import pyarrow.parquet as pq
@@ -58,3 +59,33 @@ def test_fingerprint_sees_records_not_files_or_order(tmp_path):
     moved[7]["words"], moved[8]["words"] = moved[8]["words"], moved[7]["words"]
     assert not write("moved", pa.Table.from_pylist(moved)).same_records(whole)
     assert write("twice", pa.Table.from_pylist(records + records)).same_records(whole.twice())
+
+
+@pytest.mark.slow
+def test_quick_token_benchmark_checks_every_stream_against_the_loop(tmp_path):
+    methods = ["loop 1 thread", "hf-datasets", "dask-prep parquet", "dask-prep megatron",
+               "dask-prep parquet 2x"]  # datatrove's environment would be installed on first use
+    r = subprocess.run([sys.executable, "-m", "benchmarks.tokens", "--quick", "--data", str(tmp_path / "data"),
+                        "--results", str(tmp_path / "results"), "--methods", *methods],
+                       cwd=ROOT, capture_output=True, text=True, timeout=280)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    report = (tmp_path / "results" / "tokens.md").read_text()
+    for method in methods:
+        assert f"| {method} | " in report
+    assert r.stderr.count("tokens ok") == len(methods)
+
+
+def test_token_prefix_fingerprint_is_the_packed_streams(tmp_path):
+    from benchmarks.tokens import fingerprint as token_fingerprint, prefix_fingerprint
+
+    stream = np.arange(10, dtype=np.uint32)
+    stream.tofile(tmp_path / "ref.bin")
+    out = tmp_path / "out"
+    out.mkdir()
+    seqs = pa.table({"input_ids": pa.array([[0, 1, 2, 3], [4, 5, 6, 7]], pa.list_(pa.int32()))})
+    pq.write_table(seqs, out / "shard-00000.parquet")
+    assert token_fingerprint("dask-prep parquet", out) == prefix_fingerprint(tmp_path / "ref.bin", 8)
+    assert prefix_fingerprint(tmp_path / "ref.bin", 8) != prefix_fingerprint(tmp_path / "ref.bin", 7)
+    twice = prefix_fingerprint(tmp_path / "ref.bin", 14, copies=2)
+    np.concatenate([stream, stream[:4]]).tofile(tmp_path / "twice.bin")
+    assert twice == prefix_fingerprint(tmp_path / "twice.bin", 14)
