@@ -347,8 +347,10 @@ def _close(thing) -> None:
     try:
         thing.close(timeout=CLOSE_TIMEOUT)
     except (TimeoutError, asyncio.TimeoutError):  # (distinct before Python 3.11)
-        logger.warning("the local Dask cluster did not close within %ds; its processes end with "
-                       "this one", CLOSE_TIMEOUT)
+        # (one a worker's death left restarting: the run's own outcome is what
+        # the caller needs to hear, not this)
+        logger.info("the local Dask cluster did not close within %ds; its processes end with "
+                    "this one", CLOSE_TIMEOUT)
 
 
 def _settle(client, n: int, timeout: float = 10) -> None:
