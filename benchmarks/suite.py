@@ -98,25 +98,30 @@ class Run:
 # -- running one method ---------------------------------------------------------
 
 
+def tree_rss(root: psutil.Process) -> dict[int, int] | None:
+    """``{pid: RSS bytes}`` of each live process in ``root``'s tree; ``None`` once it is gone."""
+    try:
+        tree = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return None
+    rss = {}
+    for p in tree:
+        try:
+            rss[p.pid] = p.memory_info().rss
+        except psutil.Error:
+            continue
+    return rss
+
+
 def _sample(proc: subprocess.Popen, run: Run, stop: threading.Event) -> None:
     """Track the peak RSS of ``proc``'s tree (sum) and of its largest descendant."""
     root = psutil.Process(proc.pid)
     peaks: dict[int, int] = {}
-    while not stop.is_set():
-        try:
-            tree = [root, *root.children(recursive=True)]
-        except psutil.Error:
-            break
-        total = 0
-        for p in tree:
-            try:
-                rss = p.memory_info().rss
-            except psutil.Error:
-                continue
-            total += rss
-            if p.pid != root.pid:
-                peaks[p.pid] = max(peaks.get(p.pid, 0), rss)
-        run.peak_rss = max(run.peak_rss, total)
+    while not stop.is_set() and (rss := tree_rss(root)) is not None:
+        run.peak_rss = max(run.peak_rss, sum(rss.values()))
+        for pid, n in rss.items():
+            if pid != root.pid:
+                peaks[pid] = max(peaks.get(pid, 0), n)
         stop.wait(0.05)
     run.peak_child_rss = max(peaks.values(), default=0)
 

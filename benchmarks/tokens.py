@@ -58,6 +58,7 @@ import psutil
 import pyarrow.parquet as pq
 
 from benchmarks import datatrove_env, workloads
+from benchmarks.suite import tree_rss
 
 HERE = Path(__file__).parent
 ROOT = HERE.parent
@@ -71,18 +72,8 @@ WORKERS = 2
 def _sample(proc: subprocess.Popen, peak: list, stop: threading.Event) -> None:
     """Keep ``peak[0]`` the highest sum of RSS over ``proc``'s process tree."""
     root = psutil.Process(proc.pid)
-    while not stop.is_set():
-        try:
-            tree = [root, *root.children(recursive=True)]
-        except psutil.Error:
-            break
-        total = 0
-        for p in tree:
-            try:
-                total += p.memory_info().rss
-            except psutil.Error:
-                pass
-        peak[0] = max(peak[0], total)
+    while not stop.is_set() and (rss := tree_rss(root)) is not None:
+        peak[0] = max(peak[0], sum(rss.values()))
         stop.wait(0.05)
 
 

@@ -250,13 +250,17 @@ def test_packed_on_a_real_dask_cluster_is_byte_identical_to_local(tmp_path, tok_
         serial_stream(tok_path, texts_of(paths))
 
 
+def packing_cli(tmp_path, tok_path, *args):
+    """``dask-prep run IN --tokenizer T --seq-len 8 ARGS`` on the corpus in ``tmp_path/in``."""
+    return subprocess.run(dask_prep_cli() + ["run", str(tmp_path / "in"), "--tokenizer", str(tok_path),
+                                             "--seq-len", "8", *map(str, args)],
+                          capture_output=True, text=True, env=env_without_client(), timeout=120)
+
+
 @pytest.mark.slow  # a real CLI run or several: seconds
 def test_cli_packs_and_summarizes(tmp_path, tok_path):
     corpus(tmp_path / "in", n=5)
-    r = subprocess.run(dask_prep_cli() + ["run", str(tmp_path / "in"), "-o", str(tmp_path / "out"),
-                                          "--tokenizer", str(tok_path), "--seq-len", "8",
-                                          "--workers", "1", "-q"],
-                       capture_output=True, text=True, env=env_without_client(), timeout=120)
+    r = packing_cli(tmp_path, tok_path, "-o", tmp_path / "out", "--workers", "1", "-q")
     assert r.returncode == 0, r.stderr
     assert "sequences of 8" in r.stdout and "from 5 documents" in r.stdout
     assert sys.executable
@@ -266,10 +270,7 @@ def test_document_starts_as_mds_are_refused_before_a_cluster_starts(tmp_path, to
     """A sequence inside a long document starts no document, and MDS cannot hold an
     empty array: one line, exit 2, nothing written (it was a worker's traceback)."""
     corpus(tmp_path / "in", n=2)
-    r = subprocess.run(dask_prep_cli() + ["run", str(tmp_path / "in"), "-o", str(tmp_path / "o"),
-                                          "--tokenizer", str(tok_path), "--seq-len", "8",
-                                          "--doc-starts", "--format", "mds"],
-                       capture_output=True, text=True, env=env_without_client(), timeout=120)
+    r = packing_cli(tmp_path, tok_path, "-o", tmp_path / "o", "--doc-starts", "--format", "mds")
     assert r.returncode == 2, r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and "doc_starts cannot be written as MDS" in r.stderr
     assert not (tmp_path / "o").exists()
