@@ -331,9 +331,9 @@ def _isolating(client, parts: list, conv, conv_opts: ConvertOptions, sources) ->
 
 def _killed(exc: BaseException, parts: list) -> WorkerKilledError:
     """One line for Dask's ``KilledWorker``: which partition, which sources, what to try."""
-    key = exc.task if hasattr(exc, "task") else None
-    index = key[1] if isinstance(key, tuple) and len(key) == 2 and str(key[0]).startswith(
-        "dask-prep-write-") and isinstance(key[1], int) else None
+    from .write.job import killed_partition
+    key = getattr(exc, "task", None)
+    index = killed_partition(exc)
     if index is not None and index < len(parts):
         paths = list(dict.fromkeys(piece.path for piece in parts[index]))
         shown = ", ".join(paths[:3]) + (f" and {len(paths) - 3:,} more" if len(paths) > 3 else "")
