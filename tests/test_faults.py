@@ -591,7 +591,9 @@ def test_ctrl_c_prints_one_line_and_no_traceback(interrupted):
 def stopped_cleanly(run: CliRun, out: Path, rc: int) -> float:
     """The run exits with ``rc``, one line and no traceback; all of it is gone; no manifest."""
     t0 = time.perf_counter()
-    assert run.wait(60) == rc, run.stderr()
+    # (a rare run ends by SIGINT itself after its line, which a shell reports as 130 too)
+    accepted = {rc, -signal.SIGINT} if rc == 130 else {rc}
+    assert run.wait(60) in accepted, run.stderr()
     wait_until(lambda: not group_members(run.pgid), 15, "the stopped run's processes to exit")
     stderr = run.stderr()
     assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr
